@@ -1,0 +1,226 @@
+"""The `flexcap` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from drivers.runtime.process import die_with_parent
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from acquisition.config import TakeInfo, load_rig
+    from acquisition.inspect import format_inspection, inspect_take
+    from acquisition.rig import RigController
+    from acquisition.validate import validate_take
+
+    rig = load_rig(args.rig)
+    take = TakeInfo(subject=args.subject, action=args.action, repetition=args.rep, operator=args.operator)
+    print(f"flexcap: rig {rig.name!r} ({len(rig.enabled_devices())} devices) from {rig.source}")
+    with RigController(rig, args.sessions) as ctl:
+        missing = ctl.start()
+        if missing:
+            print(f"flexcap: streams not found after {rig.recorder.stream_wait_s:g} s: {', '.join(missing)}; "
+                  "recording the others", file=sys.stderr)
+
+        def progress(elapsed: float, status: dict) -> None:
+            counts = status["streams"]
+            emg = [v["recorded"] for k, v in counts.items() if not k.endswith("_status")]
+            print(f"\r  recording {elapsed:6.1f} / {args.duration:g} s   {len(emg)} streams, "
+                  f"{sum(emg):,} samples", end="", flush=True)
+
+        result = ctl.record(take, args.duration, progress)
+        print()
+    for problem in result.problems:
+        print(f"flexcap: {problem}", file=sys.stderr)
+    print(format_inspection(inspect_take(result.path)))
+    problems = validate_take(result.path)
+    print(f"\nvalidate: {'OK' if not problems else 'INVALID'}")
+    for p in problems:
+        print(f"  {p}")
+    return 0 if not problems else 1
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from acquisition.inspect import format_inspection, inspect_take, inspection_json
+
+    info = inspect_take(args.take)
+    print(inspection_json(info) if args.json else format_inspection(info))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from acquisition.validate import validate_take
+
+    problems = validate_take(args.take)
+    if problems:
+        print(f"{args.take}: INVALID ({len(problems)} problems)")
+        for p in problems:
+            print(f"  {p}")
+        return 1
+    print(f"{args.take}: valid flexcap take (format version 1)")
+    return 0
+
+
+def cmd_streams(args: argparse.Namespace) -> int:
+    from acquisition.config import LslSettings, load_rig
+    from acquisition.lslconfig import apply_lsl_settings
+
+    apply_lsl_settings(load_rig(args.rig).lsl if args.rig else LslSettings())
+    import pylsl
+
+    resolver = pylsl.ContinuousResolver()
+    threading.Event().wait(args.wait)
+    infos = sorted(resolver.results(), key=lambda i: (i.source_id(), i.name()))
+    if not infos:
+        print(f"no LSL streams found within {args.wait:g} s")
+        return 0
+    print(f"{'name':<20}{'type':<18}{'ch':>4}{'rate':>8}  {'format':<9}{'host':<16}source_id")
+    for i in infos:
+        fmt = {1: "float32", 2: "double64", 3: "string", 4: "int32", 5: "int16", 6: "int8", 7: "int64"}
+        rate = f"{i.nominal_srate():g}" if i.nominal_srate() > 0 else "irreg"
+        print(f"{i.name()[:19]:<20}{i.type()[:17]:<18}{i.channel_count():>4}{rate:>8}  "
+              f"{fmt.get(i.channel_format(), '?'):<9}{i.hostname()[:15]:<16}{i.source_id()}")
+    return 0
+
+
+def cmd_driver(args: argparse.Namespace) -> int:
+    die_with_parent()
+    from acquisition.config import LslSettings, load_rig
+    from acquisition.lslconfig import apply_lsl_settings
+    from drivers.registry import driver_class
+    from drivers.runtime.control import ControlServer
+    from drivers.runtime.driver import DriverContext, run_driver
+    from drivers.sim.lab import SimLabSettings
+
+    cls = driver_class(args.kind)
+    if args.rig:
+        rig = load_rig(args.rig)
+        device_id = args.id or next((d.id for d in rig.devices if d.kind == args.kind), None)
+        if device_id is None:
+            print(f"{rig.source}: no device of kind {args.kind!r}", file=sys.stderr)
+            return 2
+        apply_lsl_settings(rig.lsl)
+        ctx = rig.context(device_id)
+        if ctx.kind != args.kind:
+            print(f"{rig.source}: device {device_id!r} is of kind {ctx.kind!r}, not {args.kind!r}", file=sys.stderr)
+            return 2
+    else:
+        apply_lsl_settings(LslSettings())
+        device_id = args.id or args.kind.removeprefix("sim-")
+        ctx = DriverContext(device_id, args.kind, settings=cls.Settings(),
+                            sim=SimLabSettings() if args.kind.startswith("sim-") else None)
+    driver = cls(ctx)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    if args.control == "stdio":
+        handlers = {"ping": lambda: {"device": device_id, "kind": args.kind}, **driver.commands()}
+        ControlServer(handlers, on_eof=stop.set).start()
+    else:
+        print(f"flexcap driver {args.kind} {device_id!r}: publishing "
+              + ", ".join(s.stream_id for s in cls.stream_specs(ctx)) + " (Ctrl-C stops)", file=sys.stderr)
+    run_driver(driver, stop)
+    return 0
+
+
+def cmd_recorder_service(args: argparse.Namespace) -> int:
+    """Internal: the recorder process, controlled over stdin/stdout by a RigController."""
+    die_with_parent()
+    from acquisition.config import RecorderSettings
+    from acquisition.recorder import Recorder
+    from drivers.runtime.control import ControlServer
+
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    server: ControlServer | None = None
+    recorder = Recorder(RecorderSettings.model_validate_json(args.settings),
+                        emit=lambda name, **kw: server.event(name, **kw) if server else None)
+    server = ControlServer({
+        "connect": recorder.connect,
+        "wait_connected": lambda wait_s: recorder.wait_connected(wait_s),
+        "start": recorder.start,
+        "stop": recorder.stop,
+        "status": recorder.status,
+    }, on_eof=stop.set)
+    server.start()
+    stop.wait()
+    recorder.shutdown()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flexcap", description="Acquisition for a multimodal fitness-capture lab.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("record", help="record one take headless")
+    r.add_argument("--rig", help="rig file (TOML); default: the simulated lab")
+    r.add_argument("--duration", type=float, required=True, help="seconds")
+    r.add_argument("--subject", required=True, help="pseudonymous subject id")
+    r.add_argument("--action", required=True)
+    r.add_argument("--rep", type=int, required=True, help="repetition number (1, 2, ...)")
+    r.add_argument("--operator", default="")
+    r.add_argument("--sessions", help="where sessions are stored (default: the rig's sessions_dir)")
+    r.set_defaults(func=cmd_record)
+
+    i = sub.add_parser("inspect", help="what a take holds")
+    i.add_argument("take", help="take folder or take.h5")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_inspect)
+
+    v = sub.add_parser("validate", help="check a take against the file format; non-zero exit if invalid")
+    v.add_argument("take")
+    v.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("streams", help="list the LSL streams visible from here")
+    s.add_argument("--wait", type=float, default=2.0)
+    s.add_argument("--rig", help="use this rig's LSL scope and session id")
+    s.set_defaults(func=cmd_streams)
+
+    d = sub.add_parser("driver", help="run one driver standalone")
+    d.add_argument("kind")
+    d.add_argument("--rig", help="rig file with the device's settings")
+    d.add_argument("--id", help="device id (in the rig file)")
+    d.add_argument("--control", choices=["none", "stdio"], default="none", help=argparse.SUPPRESS)
+    d.set_defaults(func=cmd_driver)
+
+    rs = sub.add_parser("_recorder", help=argparse.SUPPRESS)
+    rs.add_argument("--settings", required=True)
+    rs.set_defaults(func=cmd_recorder_service)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    from acquisition.config import RigError
+    from drivers.registry import UnknownDriverKind
+
+    try:
+        return args.func(args)
+    except (RigError, UnknownDriverKind) as exc:
+        print(f"flexcap: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"flexcap: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""The one Python API that drives the rig: the CLI uses it now; the console and the remote-control
+socket will use it too.
+
+    with RigController(rig) as ctl:
+        ctl.start()                          # driver processes + recorder process, streams connected
+        result = ctl.record(TakeInfo(...), duration=10)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pylsl
+
+from acquisition import __version__
+from acquisition.config import Rig, TakeInfo
+from acquisition.lslconfig import apply_lsl_settings
+from acquisition.session import Session, utc_now_iso
+from acquisition.supervisor import Supervisor
+from acquisition.takefile import TAKE_FILE, TRUTH_FILE
+from drivers.registry import driver_class
+from drivers.runtime.driver import status_spec
+from drivers.runtime.process import ChildError, ChildProcess
+
+log = logging.getLogger(__name__)
+
+
+class RigControlError(RuntimeError):
+    pass
+
+
+@dataclass
+class TakeResult:
+    path: Path
+    started_lsl: float
+    stopped_lsl: float
+    recorder: dict[str, Any]
+    cameras: dict[str, Any]
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ActiveTake:
+    take: TakeInfo
+    session: Session
+    path: Path
+    started_lsl: float
+    started_at: str
+    problems: list[str] = field(default_factory=list)
+
+
+class RigController:
+    def __init__(self, rig: Rig, sessions_dir: str | Path | None = None) -> None:
+        self.rig = rig
+        self.sessions_dir = Path(sessions_dir or rig.sessions_dir)
+        apply_lsl_settings(rig.lsl)  # before any outlet or inlet, here and in every child
+        self.supervisor = Supervisor(rig, on_event=self._on_event)
+        self.recorder: ChildProcess | None = None
+        self.active: ActiveTake | None = None
+        self.stop_requested = threading.Event()
+        self.stop_reason = ""
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def __enter__(self) -> RigController:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def expected_streams(self) -> list[dict[str, str]]:
+        out = []
+        for dev in self.rig.enabled_devices():
+            ctx = self.rig.context(dev.id)
+            for spec in [*driver_class(dev.kind).stream_specs(ctx), status_spec(ctx)]:
+                out.append({"source_id": spec.source_id, "stream_id": spec.stream_id})
+        return out
+
+    def start(self, wait_s: float | None = None) -> list[str]:
+        """Start every driver and the recorder; return the stream ids that did not appear in time."""
+        self.supervisor.start()
+        settings = json.dumps(self.rig.recorder.model_dump())
+        self.recorder = ChildProcess("recorder", ["_recorder", "--settings", settings], on_event=self._on_event)
+        self.recorder.request("connect", streams=self.expected_streams())
+        wait = self.rig.recorder.stream_wait_s if wait_s is None else wait_s
+        return self.recorder.request("wait_connected", timeout=wait + 5, wait_s=wait)
+
+    def close(self) -> None:
+        if self.active is not None:
+            try:
+                self.stop_take()
+            except Exception as exc:  # keep shutting down; the take keeps what was flushed
+                log.error("stopping the take at shutdown failed: %s", exc)
+        if self.recorder is not None:
+            self.recorder.stop(timeout=10)
+            self.recorder = None
+        self.supervisor.stop()
+
+    def _on_event(self, source: str, msg: dict[str, Any]) -> None:
+        self.events.append((source, msg))
+        if msg.get("event") in ("take_stopping", "take_failed"):
+            self.stop_reason = msg.get("reason") or msg.get("error") or msg["event"]
+            log.error("%s: %s", source, self.stop_reason)
+            self.stop_requested.set()
+
+    # -- takes --------------------------------------------------------------------------------------
+    def start_take(self, take: TakeInfo) -> ActiveTake:
+        if self.recorder is None:
+            raise RigControlError("the rig is not started")
+        if self.active is not None:
+            raise RigControlError(f"a take is already recording: {self.active.path}")
+        session = Session(self.sessions_dir, take.subject, self.rig, take.operator)
+        path = session.next_take_dir(take)
+        cameras = self.supervisor.camera_ids()
+        started_at = utc_now_iso()
+        start_lsl = pylsl.local_clock()
+        attrs = {"session": session.name, "take": path.name, "subject": take.subject, "action": take.action,
+                 "repetition": take.repetition, "operator": take.operator, "started_at": started_at,
+                 "flexcap_version": __version__, "rig": self.rig.snapshot()}
+        self.stop_requested.clear()
+        self.stop_reason = ""
+        self.recorder.request("start", timeout=30, path=str(path / TAKE_FILE), attrs=attrs,
+                              cameras={c: f"{c}.h5" for c in cameras}, start_lsl=start_lsl)
+        self.active = ActiveTake(take, session, path, start_lsl, started_at)
+        for cam in cameras:
+            try:
+                self.supervisor.request(cam, "start_recording", path=str(path / f"{cam}.h5"), start_lsl=start_lsl)
+            except (ChildError, KeyError) as exc:
+                problem = f"{cam} is not recording frames: {exc}"
+                log.error("%s", problem)
+                self.active.problems.append(problem)
+        return self.active
+
+    def status(self) -> dict[str, Any]:
+        assert self.recorder is not None
+        return self.recorder.request("status")
+
+    def stop_take(self) -> TakeResult:
+        active = self.active
+        if active is None or self.recorder is None:
+            raise RigControlError("no take is recording")
+        stop_lsl = pylsl.local_clock()
+        recorder = self.recorder
+        cams = [c for c in self.supervisor.camera_ids() if c in self.supervisor.children]
+        with ThreadPoolExecutor(max_workers=len(cams) + 1) as pool:
+            rec_future = pool.submit(recorder.request, "stop", 60, stop_lsl=stop_lsl)
+            cam_futures = {c: pool.submit(self.supervisor.request, c, "stop_recording", 15, stop_lsl=stop_lsl)
+                           for c in cams}
+            cameras: dict[str, Any] = {}
+            for cam, fut in cam_futures.items():
+                try:
+                    cameras[cam] = fut.result()
+                except ChildError as exc:
+                    active.problems.append(f"{cam}: {exc}")
+            try:
+                summary = rec_future.result()
+            except ChildError as exc:
+                active.problems.append(f"recorder: {exc}")
+                summary = {}
+        self.active = None
+        stopped = summary.get("stopped_lsl", stop_lsl)
+        if self.stop_reason:
+            active.problems.append(self.stop_reason)
+        self._write_truth(active.path)
+        active.session.record_take({
+            "take": active.path.name, "action": active.take.action, "repetition": active.take.repetition,
+            "started_at": active.started_at, "duration_s": round(stopped - active.started_lsl, 3),
+            "status": "ok" if not active.problems else "problems", "problems": active.problems,
+        })
+        return TakeResult(active.path, active.started_lsl, stopped, summary, cameras, active.problems)
+
+    def _write_truth(self, take_dir: Path) -> None:
+        sim_ids = self.supervisor.sim_ids()
+        if not sim_ids or self.rig.sim is None:
+            return
+        devices: dict[str, Any] = {}
+        for dev in sim_ids:
+            try:
+                devices.update(self.supervisor.request(dev, "truth"))
+            except ChildError as exc:
+                log.warning("no truth from %s: %s", dev, exc)
+        truth = {"generated_by": f"flexcap {__version__} simulated lab", "clock": "pylsl.local_clock() on this host",
+                 "sim": self.rig.sim.model_dump(), "devices": devices}
+        (take_dir / TRUTH_FILE).write_text(json.dumps(truth, indent=2))
+
+    def record(self, take: TakeInfo, duration: float,
+               progress: Callable[[float, dict[str, Any]], None] | None = None) -> TakeResult:
+        """Record one take of `duration` seconds (stops early on Ctrl-C or when the recorder must)."""
+        active = self.start_take(take)
+        try:
+            end = active.started_lsl + duration
+            while not self.stop_requested.is_set():
+                now = pylsl.local_clock()
+                if now >= end:
+                    break
+                self.stop_requested.wait(min(1.0, end - now))
+                if progress is not None:
+                    progress(pylsl.local_clock() - active.started_lsl, self.status())
+        except KeyboardInterrupt:
+            active.problems.append("stopped early by the operator (Ctrl-C)")
+        return self.stop_take()
+

@@ -1,0 +1,54 @@
+"""Session folders (one subject's visit) and take folders, with session.json. Nothing is ever
+overwritten: every take gets a new number and its folder is created exclusively."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from acquisition.config import TAKE_DIR_RE, Rig, TakeInfo, take_dir_name
+
+SESSION_FILE = "session.json"
+
+
+def utc_now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Session:
+    def __init__(self, root: Path, subject: str, rig: Rig, operator: str = "", date: str | None = None) -> None:
+        self.date = date or dt.date.today().isoformat()
+        self.name = f"{self.date}_{subject}"
+        self.path = Path(root) / self.name
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.file = self.path / SESSION_FILE
+        if self.file.exists():
+            self.data = json.loads(self.file.read_text())
+        else:
+            self.data = {"session": self.name, "subject": subject, "operator": operator,
+                         "created_at": utc_now_iso(), "rig": rig.snapshot(), "takes": []}
+            self.save()
+
+    def next_take_dir(self, take: TakeInfo) -> Path:
+        """Create the next take folder, numbered after every take already in the session."""
+        numbers = [int(m.group(1)) for p in self.path.iterdir() if (m := TAKE_DIR_RE.match(p.name))]
+        number = max(numbers, default=0) + 1
+        while True:
+            path = self.path / take_dir_name(number, take.action, take.repetition)
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:  # another recorder took this number meanwhile
+                number += 1
+
+    def record_take(self, entry: dict[str, Any]) -> None:
+        self.data["takes"].append(entry)
+        self.save()
+
+    def save(self) -> None:
+        tmp = self.file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.data, indent=2))
+        tmp.replace(self.file)

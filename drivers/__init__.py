@@ -1,0 +1,1 @@
+"""Device drivers: each publishes its device's data as LSL streams from its own process."""

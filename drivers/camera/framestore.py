@@ -1,0 +1,128 @@
+"""The per-camera frame file (DESIGN.md): encoded frames back to back, end offsets written after
+their bytes, frame times and device frame counters. SWMR, flushed on a schedule."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from drivers.runtime.h5append import (
+    Appender,
+    ByteRecords,
+    FlushSchedule,
+    create_appendable,
+    open_swmr_writer,
+    read_records,
+    rows_until,
+    truncate_records,
+    truncate_rows,
+)
+
+FRAME_ATTRS = ("camera_id", "role", "codec", "width", "height", "nominal_fps", "source")
+
+
+class FrameStore:
+    """Writes one camera's frames for one take. Frames are buffered and written in blocks at each
+    flush (at most every `flush_s`), so a crash loses at most that much."""
+
+    def __init__(self, path: str | os.PathLike, attrs: dict[str, Any], flush_s: float = 0.25,
+                 fsync_s: float = 5.0) -> None:
+        missing = [k for k in FRAME_ATTRS if k not in attrs]
+        if missing:
+            raise ValueError(f"frame file attributes missing: {', '.join(missing)}")
+        self.path = Path(path)
+        self.f = open_swmr_writer(self.path)
+        for key, value in attrs.items():
+            self.f.attrs[key] = value
+        self.frames = ByteRecords(create_appendable(self.f, "frame_bytes", np.uint8, chunk_bytes=1 << 20),
+                                  create_appendable(self.f, "frame_ends", np.int64))
+        self.stamps = Appender(create_appendable(self.f, "frame_time_stamps", np.float64))
+        self.index = Appender(create_appendable(self.f, "frame_index", np.int64))
+        self.f.swmr_mode = True
+        self.schedule = FlushSchedule(flush_s, fsync_s)
+        self._pending: list[tuple[bytes, float, int]] = []
+        self.count = 0
+        self.dropped = 0
+        self.closed = False
+
+    def append(self, frame: bytes, stamp: float, index: int) -> None:
+        self._pending.append((frame, stamp, index))
+        self.count += 1
+        if self.schedule.due():
+            self.flush()
+
+    def flush(self, force_fsync: bool = False) -> None:
+        if self._pending:
+            frames, stamps, indices = zip(*self._pending, strict=True)
+            self._pending.clear()
+            self.frames.append(list(frames))
+            self.stamps.append(np.asarray(stamps, dtype=np.float64))
+            self.index.append(np.asarray(indices, dtype=np.int64))
+        self.schedule.run(self.f, force=force_fsync)
+
+    def close(self, stopped_lsl: float | None = None) -> dict[str, int]:
+        """Write what is pending and close; then, in a normal (non-SWMR) open, drop frames stamped after
+        `stopped_lsl` (written before the stop time was known) and add the end-of-take attributes."""
+        if not self.closed:
+            self.flush(force_fsync=True)
+            self.f.close()
+            self.closed = True
+            with h5py.File(self.path, "r+") as f:
+                if stopped_lsl is not None:
+                    n = rows_until(f["frame_time_stamps"], stopped_lsl)
+                    truncate_records(f["frame_bytes"], f["frame_ends"], n)
+                    truncate_rows(f["frame_time_stamps"], n)
+                    truncate_rows(f["frame_index"], n)
+                    f.attrs["stopped_lsl"] = stopped_lsl
+                self.count = int(f["frame_index"].shape[0])
+                self.dropped = count_dropped(f["frame_index"][()])
+                f.attrs["dropped_frames"] = self.dropped
+        return {"frames": self.count, "dropped": self.dropped}
+
+
+def count_dropped(frame_index: np.ndarray) -> int:
+    """Frames missing according to the device counter (jumps in frame_index)."""
+    return int(np.sum(np.maximum(np.diff(frame_index) - 1, 0))) if len(frame_index) > 1 else 0
+
+
+class FrameFile:
+    """Reads a frame file (also while it is being written, with swmr=True)."""
+
+    def __init__(self, path: str | os.PathLike, swmr: bool = False) -> None:
+        self.f = h5py.File(path, "r", swmr=swmr)
+
+    def __enter__(self) -> FrameFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.f.close()
+
+    def __len__(self) -> int:
+        # frame_ends is written after the bytes and before the stamps: count what all three hold
+        return int(min(self.f["frame_ends"].shape[0], self.f["frame_time_stamps"].shape[0],
+                       self.f["frame_index"].shape[0]))
+
+    @property
+    def attrs(self) -> h5py.AttributeManager:
+        return self.f.attrs
+
+    def frame(self, k: int) -> bytes:
+        return read_records(self.f["frame_bytes"], self.f["frame_ends"], k, k + 1)[0]
+
+    def frames(self, start: int = 0, stop: int | None = None) -> list[bytes]:
+        return read_records(self.f["frame_bytes"], self.f["frame_ends"], start, stop or len(self))
+
+    @property
+    def time_stamps(self) -> np.ndarray:
+        return self.f["frame_time_stamps"][: len(self)]
+
+    @property
+    def frame_index(self) -> np.ndarray:
+        return self.f["frame_index"][: len(self)]
+
+    def dropped(self) -> int:
+        return count_dropped(self.frame_index)

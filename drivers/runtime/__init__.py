@@ -1,0 +1,1 @@
+"""Shared driver runtime: stream declarations, clock fitting, health reporting, process control."""

@@ -1,0 +1,125 @@
+"""Map a device's sample counter onto the host's LSL clock with an online offset-and-drift fit.
+
+Arrival times carry USB/OS jitter and bursty delivery; the device counter does not. Fitting
+arrival time against the counter over a sliding window and stamping every sample from the fitted
+line removes the jitter, follows the device crystal's drift, and turns a lost packet into a gap in
+time (the counter jumps) instead of a shift of every later sample.
+
+The slope is a least-squares fit pulled towards the nominal sample period (a crystal is within a
+few hundred ppm of nominal: a short window must not produce a wild rate). The offset follows the
+lower envelope of the arrivals, because a delivery delay is never negative: the earliest arrivals
+are the ones closest to the device's own timing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CRYSTAL_TOLERANCE = 200e-6  # prior spread of the true rate around nominal (relative)
+MIN_JITTER_S = 1e-4
+
+
+class ClockFit:
+    """Online linear fit host_time = intercept + slope * counter over a sliding window.
+
+    Feed it one (counter, arrival time) pair per delivered block: the counter of the block's last
+    sample and the host time the block arrived.
+    """
+
+    def __init__(self, nominal_period: float, window_s: float = 30.0, capacity: int = 4096) -> None:
+        if nominal_period <= 0:
+            raise ValueError(f"nominal_period must be > 0, got {nominal_period}")
+        self.nominal_period = nominal_period
+        self.window_s = window_s
+        self._counters = np.zeros(capacity, dtype=np.float64)
+        self._arrivals = np.zeros(capacity, dtype=np.float64)
+        self._n = 0
+        self._ref: int | None = None  # counters are stored relative to this for float precision
+        self.slope = nominal_period
+        self.intercept = 0.0
+        self.resets = 0
+        self._last_counter: float | None = None
+        self._last_time = -np.inf
+        self.clamped = 0
+
+    @property
+    def ready(self) -> bool:
+        return self._ref is not None
+
+    def reset(self) -> None:
+        self._n = 0
+        self._ref = None
+        self.slope = self.nominal_period
+        self._last_counter = None
+        self._last_time = -np.inf
+        self.resets += 1
+
+    def add(self, counter: int, arrival: float) -> None:
+        if self._ref is None:
+            self._ref = int(counter)
+        rel = float(int(counter) - self._ref)
+        if self._n and rel < self._counters[self._n - 1]:
+            # The device counter went backwards: the device was reset. Start a new fit.
+            self.reset()
+            self._ref = int(counter)
+            rel = 0.0
+        if self._n == len(self._counters):
+            self._drop_before(self._n // 2)
+        self._counters[self._n] = rel
+        self._arrivals[self._n] = arrival
+        self._n += 1
+        horizon = rel - self.window_s / self.nominal_period
+        first = int(np.searchsorted(self._counters[: self._n], horizon))
+        if first:
+            self._drop_before(first)
+        self._refit()
+
+    def _drop_before(self, k: int) -> None:
+        n = self._n - k
+        self._counters[:n] = self._counters[k : self._n]
+        self._arrivals[:n] = self._arrivals[k : self._n]
+        self._n = n
+
+    def _refit(self) -> None:
+        c = self._counters[: self._n]
+        a = self._arrivals[: self._n]
+        s0 = self.nominal_period
+        if self._n >= 3:
+            dc = c - c.mean()
+            da = a - a.mean()
+            sxx = float(np.dot(dc, dc))
+            ls = float(np.dot(dc, da) / sxx) if sxx > 0 else s0
+            jitter = max(MIN_JITTER_S, float(np.std(da - ls * dc)))
+            # ridge towards the nominal period: weight of the prior = residual variance / prior variance
+            lam = (jitter / (CRYSTAL_TOLERANCE * s0)) ** 2
+            self.slope = float((np.dot(dc, da) + lam * s0) / (sxx + lam))
+        else:
+            self.slope = s0
+        self.intercept = float(np.min(a - c * self.slope))
+
+    def time_of(self, counters: np.ndarray | float) -> np.ndarray:
+        """Host times of the given device counters (fractional counters allowed) under the current fit."""
+        if self._ref is None:
+            raise RuntimeError("ClockFit has no data yet")
+        rel = np.asarray(counters, dtype=np.float64) - float(self._ref)
+        return self.intercept + self.slope * rel
+
+    def stamp(self, counters: np.ndarray) -> np.ndarray:
+        """Time stamps for the next block of samples, never earlier than half a period after the
+        previous block's last stamp (a refit may move the line by a few microseconds)."""
+        t = self.time_of(counters)
+        if len(t) == 0:
+            return t
+        c0 = float(np.asarray(counters, dtype=np.float64)[0])
+        if self._last_counter is not None:
+            floor = self._last_time + 0.5 * self.slope * max(c0 - self._last_counter, 1.0)
+            if t[0] < floor:
+                t = t + (floor - t[0])
+                self.clamped += 1
+        self._last_counter = float(np.asarray(counters, dtype=np.float64)[-1])
+        self._last_time = float(t[-1])
+        return t
+
+    @property
+    def drift_ppm(self) -> float:
+        return (self.slope / self.nominal_period - 1.0) * 1e6

@@ -1,0 +1,99 @@
+"""The virtual lab shared by every simulated device: the subject's lift cycle, the trigger box's pulse
+schedule, and each device's true clock.
+
+All simulated devices run on this host, so they share pylsl.local_clock() as the true time base. The
+trigger box pulses at fixed multiples of the pulse period on that clock, so every device (in its own
+process) knows when the LED is lit and the trigger line is high without talking to the others.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SimLabSettings(BaseModel):
+    """The rig file's [sim] table."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 7
+    pulse_period_s: float = Field(2.0, gt=0, description="one trigger pulse every this many seconds")
+    pulse_width_s: float = Field(0.05, gt=0)
+    lift_period_s: float = Field(4.0, gt=0, description="one repetition of the lift")
+
+    def pulse_active(self, t: np.ndarray) -> np.ndarray:
+        """True where the trigger output (LED and TTL line) is high at true host time t."""
+        return np.mod(np.asarray(t, dtype=np.float64), self.pulse_period_s) < self.pulse_width_s
+
+    def pulse_overlap(self, a: float, b: float) -> float:
+        """Seconds of the interval [a, b] during which the trigger output is high."""
+        total = 0.0
+        n = math.floor(a / self.pulse_period_s)
+        while n * self.pulse_period_s < b:
+            on = n * self.pulse_period_s
+            total += max(0.0, min(b, on + self.pulse_width_s) - max(a, on))
+            n += 1
+        return total
+
+    def pulse_index(self, t: float) -> int:
+        return int(math.floor(t / self.pulse_period_s))
+
+    def lift_position(self, t: np.ndarray) -> np.ndarray:
+        """Bar height, 0 (floor) to 1 (lockout), of the simulated lift at true time t."""
+        return 0.5 - 0.5 * np.cos(2 * np.pi * np.asarray(t, dtype=np.float64) / self.lift_period_s)
+
+    def muscle_activation(self, t: np.ndarray) -> np.ndarray:
+        """0..1 activation: high while the bar moves up (concentric phase)."""
+        phase = np.mod(np.asarray(t, dtype=np.float64) / self.lift_period_s, 1.0)
+        return np.clip(np.sin(2 * np.pi * phase), 0.0, 1.0) ** 2
+
+
+class DeviceTruth(BaseModel):
+    """What only the simulation knows about a device's timing. Part of every sim device's settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    clock_offset_s: float = 0.0
+    drift_ppm: float = 0.0
+    latency_s: float = Field(0.0, ge=0)
+    jitter_s: float = Field(0.0, ge=0, description="mean extra delivery delay (exponential)")
+
+
+class SimClock:
+    """A device's sample clock: sample k happens at true time t0 + k / true_rate and reaches the host
+    latency_s later plus jitter."""
+
+    def __init__(self, truth: DeviceTruth, nominal_rate: float, t0: float) -> None:
+        self.truth = truth
+        self.nominal_rate = nominal_rate
+        self.true_rate = nominal_rate * (1.0 + truth.drift_ppm * 1e-6)
+        self.t0 = t0
+
+    def true_time(self, k: np.ndarray | int | float) -> np.ndarray:
+        return self.t0 + np.asarray(k, dtype=np.float64) / self.true_rate
+
+    def count_arrived(self, now: float) -> int:
+        """How many samples (0..k-1) have reached the host by host time `now` (before jitter)."""
+        return max(0, int(math.floor((now - self.truth.latency_s - self.t0) * self.true_rate)) + 1)
+
+    def device_time(self, t: np.ndarray | float) -> np.ndarray:
+        """The device's own clock reading at true time t (offset and drift)."""
+        t = np.asarray(t, dtype=np.float64)
+        return self.t0 + self.truth.clock_offset_s + (t - self.t0) * (1.0 + self.truth.drift_ppm * 1e-6)
+
+    def truth_record(self, **extra: object) -> dict:
+        """The entry this device contributes to a take's truth.json."""
+        return {
+            "t0": self.t0,
+            "nominal_rate": self.nominal_rate,
+            "true_rate": self.true_rate,
+            "clock_offset_s": self.truth.clock_offset_s,
+            "drift_ppm": self.truth.drift_ppm,
+            "latency_s": self.truth.latency_s,
+            "jitter_s": self.truth.jitter_s,
+            "sample_time": "t0 + k / true_rate (k = device counter, true host LSL time)",
+            **extra,
+        }
