@@ -79,10 +79,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_streams(args: argparse.Namespace) -> int:
-    from acquisition.config import LslSettings, load_rig
-    from acquisition.lslconfig import apply_lsl_settings
+    from acquisition.config import load_rig
+    from acquisition.lslconfig import apply_default_lsl_settings, apply_lsl_settings
 
-    apply_lsl_settings(load_rig(args.rig).lsl if args.rig else LslSettings())
+    if args.rig:
+        apply_lsl_settings(load_rig(args.rig).lsl)
+    else:
+        apply_default_lsl_settings()
     import pylsl
 
     resolver = pylsl.ContinuousResolver()
@@ -102,8 +105,8 @@ def cmd_streams(args: argparse.Namespace) -> int:
 
 def cmd_driver(args: argparse.Namespace) -> int:
     die_with_parent()
-    from acquisition.config import LslSettings, load_rig
-    from acquisition.lslconfig import apply_lsl_settings
+    from acquisition.config import load_rig
+    from acquisition.lslconfig import apply_default_lsl_settings, apply_lsl_settings
     from drivers.registry import driver_class
     from drivers.runtime.control import ControlServer
     from drivers.runtime.driver import DriverContext, run_driver
@@ -122,7 +125,7 @@ def cmd_driver(args: argparse.Namespace) -> int:
             print(f"{rig.source}: device {device_id!r} is of kind {ctx.kind!r}, not {args.kind!r}", file=sys.stderr)
             return 2
     else:
-        apply_lsl_settings(LslSettings())
+        apply_default_lsl_settings()
         device_id = args.id or args.kind.removeprefix("sim-")
         ctx = DriverContext(device_id, args.kind, settings=cls.Settings(),
                             sim=SimLabSettings() if args.kind.startswith("sim-") else None)

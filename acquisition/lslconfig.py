@@ -37,3 +37,9 @@ def apply_lsl_settings(settings: LslSettings) -> Path:
         tmp.replace(path)
     os.environ["LSLAPICFG"] = str(path)
     return path
+
+
+def apply_default_lsl_settings() -> None:
+    """Without a rig: keep an explicit LSLAPICFG; otherwise stay on this machine (the default scope)."""
+    if not os.environ.get("LSLAPICFG"):
+        apply_lsl_settings(LslSettings())

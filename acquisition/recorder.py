@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,18 +244,22 @@ class Recorder:
         return InletState(stream_id, info.source_id(), inlet, meta, buf)
 
     def _offset_loop(self) -> None:
-        while not self._stop.is_set():
-            self._offsets_now.wait(self.settings.clock_offset_interval_s)
-            self._offsets_now.clear()
-            with self._lock:
-                states = list(self._inlets.values())
-            for s in states:
-                try:
-                    offset = s.inlet.time_correction(timeout=2.0)
-                except Exception as exc:  # a stream that is gone has no offset this round
-                    log.debug("no clock offset for %s: %s", s.stream_id, exc)
-                    continue
-                self._offsets.put((s.stream_id, pylsl.local_clock(), offset))
+        # time_correction() probes for ~0.5 s per stream when its estimate is stale: ask in parallel
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="offset") as pool:
+            while not self._stop.is_set():
+                self._offsets_now.wait(self.settings.clock_offset_interval_s)
+                self._offsets_now.clear()
+                with self._lock:
+                    states = list(self._inlets.values())
+                list(pool.map(self._measure_offset, states))
+
+    def _measure_offset(self, s: InletState) -> None:
+        try:
+            offset = s.inlet.time_correction(timeout=2.0)
+        except Exception as exc:  # a stream that is gone has no offset this round
+            log.debug("no clock offset for %s: %s", s.stream_id, exc)
+            return
+        self._offsets.put((s.stream_id, pylsl.local_clock(), offset))
 
     def _pull_loop(self) -> None:
         last_disk_check = 0.0

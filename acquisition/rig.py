@@ -126,8 +126,12 @@ class RigController:
                  "flexcap_version": __version__, "rig": self.rig.snapshot()}
         self.stop_requested.clear()
         self.stop_reason = ""
-        self.recorder.request("start", timeout=30, path=str(path / TAKE_FILE), attrs=attrs,
-                              cameras={c: f"{c}.h5" for c in cameras}, start_lsl=start_lsl)
+        try:
+            self.recorder.request("start", timeout=30, path=str(path / TAKE_FILE), attrs=attrs,
+                                  cameras={c: f"{c}.h5" for c in cameras}, start_lsl=start_lsl)
+        except ChildError as exc:
+            path.rmdir()  # nothing was recorded: leave no empty take behind
+            raise RigControlError(f"the take did not start: {exc}") from exc
         self.active = ActiveTake(take, session, path, start_lsl, started_at)
         for cam in cameras:
             try:

@@ -83,19 +83,31 @@ class ClockFit:
     def _refit(self) -> None:
         c = self._counters[: self._n]
         a = self._arrivals[: self._n]
+        if self._n < 3:
+            self.slope = self.nominal_period
+            self.intercept = float(np.min(a - c * self.slope))
+            return
+        slope = self._ridge_slope(c, a)
+        # refit on the earliest quarter of arrivals (least delayed), then sit on their lower envelope
+        r = a - slope * c
+        low = r <= np.quantile(r, 0.25)
+        if int(low.sum()) >= 3:
+            slope = self._ridge_slope(c[low], a[low])
+            c, a = c[low], a[low]
+        self.slope = slope
+        self.intercept = float(np.min(a - c * slope))
+
+    def _ridge_slope(self, c: np.ndarray, a: np.ndarray) -> float:
+        """Least squares slope pulled towards the nominal period by the crystal tolerance prior."""
         s0 = self.nominal_period
-        if self._n >= 3:
-            dc = c - c.mean()
-            da = a - a.mean()
-            sxx = float(np.dot(dc, dc))
-            ls = float(np.dot(dc, da) / sxx) if sxx > 0 else s0
-            jitter = max(MIN_JITTER_S, float(np.std(da - ls * dc)))
-            # ridge towards the nominal period: weight of the prior = residual variance / prior variance
-            lam = (jitter / (CRYSTAL_TOLERANCE * s0)) ** 2
-            self.slope = float((np.dot(dc, da) + lam * s0) / (sxx + lam))
-        else:
-            self.slope = s0
-        self.intercept = float(np.min(a - c * self.slope))
+        dc = c - c.mean()
+        da = a - a.mean()
+        sxx = float(np.dot(dc, dc))
+        sxy = float(np.dot(dc, da))
+        ls = sxy / sxx if sxx > 0 else s0
+        jitter = max(MIN_JITTER_S, float(np.std(da - ls * dc)))
+        lam = (jitter / (CRYSTAL_TOLERANCE * s0)) ** 2  # residual variance / prior variance of the slope
+        return (sxy + lam * s0) / (sxx + lam)
 
     def time_of(self, counters: np.ndarray | float) -> np.ndarray:
         """Host times of the given device counters (fractional counters allowed) under the current fit."""
@@ -122,4 +134,5 @@ class ClockFit:
 
     @property
     def drift_ppm(self) -> float:
-        return (self.slope / self.nominal_period - 1.0) * 1e6
+        """How much faster than nominal the device's clock runs, in parts per million."""
+        return (self.nominal_period / self.slope - 1.0) * 1e6

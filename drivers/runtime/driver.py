@@ -127,6 +127,9 @@ class Driver(ABC):
         self.pushed[key] = self.pushed.get(key, 0) + n
 
     def make_outlets(self) -> None:
+        """Create the outlets once; they live across device reconnects so consumers never lose them."""
+        if self._outlets:
+            return
         specs = [*self.stream_specs(self.ctx), status_spec(self.ctx)]
         for spec in specs:
             self._specs[spec.key] = spec

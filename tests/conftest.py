@@ -1,0 +1,41 @@
+"""Shared fixtures. LSL stays on this machine (the project's lsl_api.cfg), Qt runs offscreen."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ["LSLAPICFG"] = str(ROOT / "lsl_api.cfg")
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def small_rig_data(devices: list[dict], **recorder: object) -> dict:
+    """A rig dict with the simulated lab's [sim] table and the given devices."""
+    return {
+        "name": "testlab",
+        "lsl": {"scope": "machine", "session_id": "flexcap-sim"},
+        "recorder": {"min_free_disk_mb": 50, "reserve_disk_mb": 10, "irregular_drain_s": 1.2, **recorder},
+        "sim": {"seed": 3, "pulse_period_s": 1.0, "pulse_width_s": 0.05, "lift_period_s": 2.0},
+        "devices": devices,
+    }
+
+
+SMALL_CAMERA = {"fps": 30, "render_width": 192, "render_height": 108}
+
+
+@pytest.fixture(scope="session")
+def sim_take(tmp_path_factory: pytest.TempPathFactory):
+    """One take of the full simulated lab (all eight devices), recorded once for the whole test run."""
+    from acquisition.config import TakeInfo, load_rig
+    from acquisition.rig import RigController
+
+    rig = load_rig()
+    sessions = tmp_path_factory.mktemp("sessions")
+    with RigController(rig, sessions) as ctl:
+        missing = ctl.start()
+        assert missing == []
+        result = ctl.record(TakeInfo(subject="S01", action="squat", repetition=1), duration=6.0)
+    return result

@@ -1,0 +1,151 @@
+"""The end-to-end data path: the simulated lab recorded into a take, checked sample by sample."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import h5py
+import numpy as np
+
+from acquisition.config import load_rig
+from acquisition.inspect import format_inspection, inspect_take
+from acquisition.takefile import TRUTH_FILE, stream_strings
+from acquisition.validate import validate_take
+from drivers.camera.framestore import FrameFile
+from drivers.sim.camera import decode_barcode
+from drivers.sim.emg import SimEmgSignal, device_seed
+from drivers.sim.lab import DeviceTruth, SimClock
+
+EXPECTED_STREAMS = {
+    "emg", "chest_hr", "chest_rr", "chest_ecg", "chest_acc", "trigger_pulses",
+    "cam1", "cam2", "cam3", "cam4", "phone",
+    *(f"{d}_status" for d in ("emg", "chest", "trigger", "cam1", "cam2", "cam3", "cam4", "phone")),
+}
+
+
+def _open(result):
+    return h5py.File(result.path / "take.h5", "r")
+
+
+def test_take_validates_and_has_every_stream(sim_take):
+    assert validate_take(sim_take.path) == []
+    assert sim_take.problems == []
+    with _open(sim_take) as f:
+        assert set(f["streams"]) == EXPECTED_STREAMS
+        assert f.attrs["format"] == "flexcap.take" and f.attrs["format_version"] == 1
+        assert f.attrs["subject"] == "S01" and f.attrs["action"] == "squat" and f.attrs["repetition"] == 1
+        assert f.attrs["take"] == "001_squat_1"
+        assert 6.0 <= f.attrs["stopped_lsl"] - f.attrs["started_lsl"] < 6.5
+        assert json.loads(f.attrs["rig"])["name"] == "simlab"
+        assert set(f["cameras"]) == {"cam1", "cam2", "cam3", "cam4", "phone"}
+
+
+def test_emg_values_are_exactly_what_the_device_sent(sim_take):
+    rig = load_rig()
+    truth = json.loads((sim_take.path / TRUTH_FILE).read_text())["devices"]["emg"]
+    clock = SimClock(DeviceTruth(**{k: truth[k] for k in ("clock_offset_s", "drift_ppm", "latency_s", "jitter_s")}),
+                     truth["nominal_rate"], truth["t0"])
+    signal = SimEmgSignal(rig.context("emg").settings, rig.sim, device_seed("emg"))
+    with _open(sim_take) as f:
+        g = f["streams/emg"]
+        data = g["time_series"][()]
+        stamps = g["time_stamps"][()]
+        start, stop = f.attrs["started_lsl"], f.attrs["stopped_lsl"]
+        offset = g["clock_offsets"][-1, 1]  # the take window applies on the recorder's clock
+        labels = json.loads(g.attrs["channel_labels"])
+        units = json.loads(g.attrs["channel_units"])
+    assert data.shape[1] == 18
+    assert labels[0] == "vastus_lateralis_l" and labels[-2:] == ["trigger", "counter"]
+    assert units[:16] == ["microvolts"] * 16
+    counters = data[:, -1].astype(np.int64)
+    # every sample between start and stop: consecutive counters, nothing lost at either end
+    np.testing.assert_array_equal(np.diff(counters), 1)
+    period = 1 / 2000
+    assert 0 <= stamps[0] + offset - start < period
+    assert 0 <= stop - (stamps[-1] + offset) < period
+    assert len(counters) == counters[-1] - counters[0] + 1
+    np.testing.assert_array_equal(data, signal.samples(counters, clock))
+
+
+def test_trigger_pulses_are_recorded_once_each(sim_take):
+    rig = load_rig()
+    with _open(sim_take) as f:
+        start, stop = f.attrs["started_lsl"], f.attrs["stopped_lsl"]
+        g = f["streams/trigger_pulses"]
+        pulses = [row[0] for row in stream_strings(g)]
+        stamps = g["time_stamps"][()]
+        trigger = f["streams/emg/time_series"][:, -2]
+    period = rig.sim.pulse_period_s
+    expected = [n for n in range(int(np.ceil(start / period)), int(np.floor(stop / period)) + 1)]
+    assert pulses == [f"pulse {n} width_ms=50" for n in expected]
+    np.testing.assert_allclose(stamps, np.array(expected) * period, rtol=0, atol=1e-9)
+    # the EMG trigger channel rises once per pulse (a pulse cut by start or stop may add one edge)
+    rises = int(np.sum(np.diff(trigger) > 0.5))
+    assert rises in (len(expected), len(expected) + 1)
+
+
+def test_chest_streams_are_complete(sim_take):
+    with _open(sim_take) as f:
+        start, stop = f.attrs["started_lsl"], f.attrs["stopped_lsl"]
+        for sid, rate in (("chest_ecg", 130.0), ("chest_acc", 200.0)):
+            ts = f[f"streams/{sid}/time_stamps"][()] + f[f"streams/{sid}/clock_offsets"][-1, 1]
+            assert np.all(np.diff(ts) > 0), sid
+            assert np.max(np.diff(ts)) < 1.5 / rate, f"{sid}: a gap in the stamps"
+            assert 0 <= ts[0] - start < 1.5 / rate and 0 <= stop - ts[-1] < 1.5 / rate, sid
+        rr = f["streams/chest_rr/time_series"][:, 0]
+        hr = f["streams/chest_hr/time_series"][:, 0]
+        ecg = f["streams/chest_ecg/time_series"][:, 0]
+    assert np.all((rr > 700) & (rr < 980))  # 72 bpm with 5 % breathing modulation, in 1/1024 s steps
+    np.testing.assert_array_equal(np.round(rr * 1024 / 1000), rr * 1024 / 1000)
+    assert np.all((hr >= 60) & (hr <= 90)) and len(hr) >= 5
+    assert ecg.max() > 900 and ecg.min() < -100  # R peaks and S waves are there
+
+
+def test_camera_frames_match_their_index_streams(sim_take):
+    with _open(sim_take) as f:
+        for cam, fps in (("cam1", 60), ("cam2", 60), ("cam3", 60), ("cam4", 60), ("phone", 30)):
+            index_stream = f[f"streams/{cam}/time_series"][:, 0].astype(np.int64)
+            index_stamps = f[f"streams/{cam}/time_stamps"][()]
+            with FrameFile(sim_take.path / f"{cam}.h5") as ff:
+                assert len(ff) == len(index_stream), cam
+                np.testing.assert_array_equal(ff.frame_index, index_stream)
+                np.testing.assert_array_equal(ff.time_stamps, index_stamps)
+                np.testing.assert_array_equal(np.diff(ff.frame_index), 1)  # no frame dropped
+                assert abs(len(ff) - 6.0 * fps) <= 2, cam
+                assert ff.attrs["role"] == ("phone" if cam == "phone" else "cinema")
+                for k in (0, len(ff) // 2, len(ff) - 1):
+                    img = cv2.imdecode(np.frombuffer(ff.frame(k), np.uint8), cv2.IMREAD_COLOR)
+                    assert img.shape == (270, 480, 3)
+                    assert decode_barcode(img) == ff.frame_index[k]
+            # the external link reaches the frame file
+            assert f[f"cameras/{cam}/frame_index"].shape[0] == len(index_stream)
+
+
+def test_clock_offsets_events_truth_and_session(sim_take):
+    with _open(sim_take) as f:
+        for sid in EXPECTED_STREAMS:
+            offsets = f[f"streams/{sid}/clock_offsets"][()]
+            assert offsets.shape[0] >= 1 and offsets.shape[1] == 2, sid
+            assert np.all(np.abs(offsets[:, 1]) < 0.01), sid  # one host: offsets of microseconds
+        events = f["markers/events"]
+        assert [r[0] for r in stream_strings(events)] == ["take_start", "take_stop"]
+        np.testing.assert_array_equal(events["time_stamps"][()], [f.attrs["started_lsl"], f.attrs["stopped_lsl"]])
+    truth = json.loads((sim_take.path / TRUTH_FILE).read_text())
+    assert set(truth["devices"]) == {"emg", "chest", "trigger", "cam1", "cam2", "cam3", "cam4", "phone"}
+    assert truth["devices"]["cam4"]["latency_s"] == 0.09 and truth["devices"]["emg"]["drift_ppm"] == 20.0
+    session = json.loads((sim_take.path.parent / "session.json").read_text())
+    assert session["subject"] == "S01"
+    assert [t["take"] for t in session["takes"]] == ["001_squat_1"]
+
+
+def test_inspect_reports_counts(sim_take):
+    info = inspect_take(sim_take.path)
+    with _open(sim_take) as f:
+        n_emg = f["streams/emg/time_stamps"].shape[0]
+    assert info["streams"]["emg"]["samples"] == n_emg
+    assert info["streams"]["emg"]["gaps"] == 0
+    assert abs(info["streams"]["emg"]["measured_srate"] - 2000) < 2
+    assert info["cameras"]["cam1"]["dropped"] == 0
+    text = format_inspection(info)
+    assert f"emg             EMG               18{n_emg:>9}" in text
