@@ -38,7 +38,7 @@ class LslSettings(BaseModel):
 class RecorderSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    poll_interval_s: float = Field(0.25, gt=0, le=0.5)
+    poll_interval_s: float = Field(0.5, gt=0, le=0.5, description="pull every stream this often")
     flush_interval_s: float = Field(0.5, gt=0, le=0.5)
     fsync_interval_s: float = Field(5.0, gt=0, le=30)
     clock_offset_interval_s: float = Field(5.0, gt=0)

@@ -60,8 +60,8 @@ def test_sigkilled_recorder_leaves_everything_up_to_the_last_flush(tmp_path):
         data = f["streams/emg/time_series"][: f["streams/emg/time_stamps"].shape[0]]
     counters = data[:, -1]
     np.testing.assert_array_equal(np.diff(counters), 1)
-    # flushes every 0.5 s and polls every 0.25 s: all but the last ~0.75 s is on disk
-    assert len(counters) >= (killed_at - active.started_lsl - 1.0) * 1000
+    # polls and flushes every 0.5 s: all but the last second (plus the device's latency) is on disk
+    assert len(counters) >= (killed_at - active.started_lsl - 1.1) * 1000
     problems = validate_take(active.path)
     assert any("not closed cleanly" in p for p in problems)
 
