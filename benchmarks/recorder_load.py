@@ -12,7 +12,6 @@ CPU <= 0.0104 s/s (LabRecorder on this kind of machine).
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import tempfile
 import time

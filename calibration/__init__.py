@@ -1,0 +1,1 @@
+"""Multiview camera calibration (ChArUco boards, intrinsics, extrinsics, bundle adjustment)."""
