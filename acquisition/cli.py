@@ -170,7 +170,7 @@ def cmd_recorder_service(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flexcap", description="Acquisition for a multimodal fitness-capture lab.")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="{record,inspect,validate,streams,driver}")
 
     r = sub.add_parser("record", help="record one take headless")
     r.add_argument("--rig", help="rig file (TOML); default: the simulated lab")
@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--control", choices=["none", "stdio"], default="none", help=argparse.SUPPRESS)
     d.set_defaults(func=cmd_driver)
 
-    rs = sub.add_parser("_recorder", help=argparse.SUPPRESS)
+    rs = sub.add_parser("_recorder")  # internal: the recorder process of a RigController
     rs.add_argument("--settings", required=True)
     rs.set_defaults(func=cmd_recorder_service)
     return p

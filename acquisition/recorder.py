@@ -211,7 +211,7 @@ class Recorder:
             with self._lock:
                 wanted = {src: sid for src, sid in self._wanted.items() if sid not in self._inlets}
             if not wanted:
-                self._stop.wait(0.2)
+                self._stop.wait(1.0)
                 continue
             if resolver is None:
                 resolver = pylsl.ContinuousResolver(forget_after=5.0)
@@ -333,13 +333,15 @@ class Recorder:
     def _write(take: TakeState, s: InletState, samples: np.ndarray, stamps: np.ndarray) -> None:
         if s.stream_id not in take.writer.streams:
             return  # connected after the take started: not part of this take
+        first, last = stamps[0] + s.offset, stamps[-1] + s.offset
+        if first >= take.start and (take.stop is None or last <= take.stop):
+            take.writer.append(s.stream_id, samples, stamps)  # the common case: the whole block
+            return
         local = stamps + s.offset
         keep = local >= take.start
         if take.stop is not None:
             keep &= local <= take.stop
-        if keep.all():
-            take.writer.append(s.stream_id, samples, stamps)
-        elif keep.any():
+        if keep.any():
             take.writer.append(s.stream_id, samples[keep], stamps[keep])
 
     def _drained(self, take: TakeState) -> bool:

@@ -41,6 +41,17 @@ TAKE_FILE = "take.h5"
 TRUTH_FILE = "truth.json"
 
 
+MIN_CHUNK = 4096
+MAX_CHUNK = 1 << 20
+CHUNK_SECONDS = 4.0
+
+
+def chunk_for(rate: float, row_bytes: int) -> int:
+    """Chunks of about CHUNK_SECONDS of data: every flush rewrites each dataset's partly filled chunk,
+    so a slow stream with big chunks would rewrite hundreds of KiB twice a second for nothing."""
+    return int(min(MAX_CHUNK, max(MIN_CHUNK, rate * row_bytes * CHUNK_SECONDS)))
+
+
 @dataclass
 class StreamMeta:
     """What the take stores about a stream, from its LSL StreamInfo."""
@@ -72,17 +83,19 @@ class StreamWriter:
             group.attrs[key] = value
         c = meta.channel_count
         dtype = CHANNEL_FORMATS[meta.channel_format]
+        rate = meta.nominal_srate if meta.nominal_srate > 0 else 1.0
         if dtype is None:
             self.strings: ByteRecords | None = ByteRecords(
-                create_appendable(group, "string_bytes", np.uint8, chunk_bytes=64 * 1024),
-                create_appendable(group, "string_ends", np.int64, (c,), chunk_bytes=64 * 1024))
+                create_appendable(group, "string_bytes", np.uint8, chunk_bytes=MIN_CHUNK),
+                create_appendable(group, "string_ends", np.int64, (c,), chunk_bytes=chunk_for(rate, 8 * c)))
             self.series: Appender | None = None
         else:
             self.strings = None
-            self.series = Appender(create_appendable(group, "time_series", dtype, (c,)))
-        chunk = 256 * 1024 if meta.nominal_srate > 0 else 16 * 1024
-        self.stamps = Appender(create_appendable(group, "time_stamps", np.float64, chunk_bytes=chunk))
-        self.offsets = Appender(create_appendable(group, "clock_offsets", np.float64, (2,), chunk_bytes=4096))
+            row = np.dtype(dtype).itemsize * c
+            self.series = Appender(create_appendable(group, "time_series", dtype, (c,),
+                                                     chunk_bytes=chunk_for(rate, row)))
+        self.stamps = Appender(create_appendable(group, "time_stamps", np.float64, chunk_bytes=chunk_for(rate, 8)))
+        self.offsets = Appender(create_appendable(group, "clock_offsets", np.float64, (2,), chunk_bytes=MIN_CHUNK))
 
     @property
     def count(self) -> int:
@@ -114,9 +127,9 @@ class TakeWriter:
         for camera_id, filename in cameras.items():
             cams[camera_id] = h5py.ExternalLink(filename, "/")
         events = self.f.create_group("markers").create_group("events")
-        self.events = ByteRecords(create_appendable(events, "string_bytes", np.uint8, chunk_bytes=4096),
-                                  create_appendable(events, "string_ends", np.int64, (1,), chunk_bytes=4096))
-        self.event_stamps = Appender(create_appendable(events, "time_stamps", np.float64, chunk_bytes=4096))
+        self.events = ByteRecords(create_appendable(events, "string_bytes", np.uint8, chunk_bytes=MIN_CHUNK),
+                                  create_appendable(events, "string_ends", np.int64, (1,), chunk_bytes=MIN_CHUNK))
+        self.event_stamps = Appender(create_appendable(events, "time_stamps", np.float64, chunk_bytes=MIN_CHUNK))
         self.f.create_group("sync")
         self.f.swmr_mode = True
         self.schedule = FlushSchedule(flush_s, fsync_s)

@@ -29,7 +29,7 @@ class FrameStore:
     """Writes one camera's frames for one take. Frames are buffered and written in blocks at each
     flush (at most every `flush_s`), so a crash loses at most that much."""
 
-    def __init__(self, path: str | os.PathLike, attrs: dict[str, Any], flush_s: float = 0.25,
+    def __init__(self, path: str | os.PathLike, attrs: dict[str, Any], flush_s: float = 0.5,
                  fsync_s: float = 5.0) -> None:
         missing = [k for k in FRAME_ATTRS if k not in attrs]
         if missing:
@@ -38,10 +38,12 @@ class FrameStore:
         self.f = open_swmr_writer(self.path)
         for key, value in attrs.items():
             self.f.attrs[key] = value
-        self.frames = ByteRecords(create_appendable(self.f, "frame_bytes", np.uint8, chunk_bytes=1 << 20),
-                                  create_appendable(self.f, "frame_ends", np.int64))
-        self.stamps = Appender(create_appendable(self.f, "frame_time_stamps", np.float64))
-        self.index = Appender(create_appendable(self.f, "frame_index", np.int64))
+        # per-frame datasets get small chunks: each flush rewrites every partly filled chunk
+        small = max(4096, int(8 * float(attrs["nominal_fps"]) * 4))
+        self.frames = ByteRecords(create_appendable(self.f, "frame_bytes", np.uint8, chunk_bytes=256 * 1024),
+                                  create_appendable(self.f, "frame_ends", np.int64, chunk_bytes=small))
+        self.stamps = Appender(create_appendable(self.f, "frame_time_stamps", np.float64, chunk_bytes=small))
+        self.index = Appender(create_appendable(self.f, "frame_index", np.int64, chunk_bytes=small))
         self.f.swmr_mode = True
         self.schedule = FlushSchedule(flush_s, fsync_s)
         self._pending: list[tuple[bytes, float, int]] = []
