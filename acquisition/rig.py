@@ -170,6 +170,13 @@ class RigController:
                 summary = {}
         self.active = None
         stopped = summary.get("stopped_lsl", stop_lsl)
+        for sid, info in summary.get("streams", {}).items():
+            if not info["drained"]:
+                active.problems.append(f"{sid}: no sample after the stop time arrived in time (device stalled?); "
+                                       "its last moments may be missing")
+        for cam, info in cameras.items():
+            if not info.get("drained", True):
+                active.problems.append(f"{cam}: no frame after the stop time arrived in time (camera stalled?)")
         if self.stop_reason:
             active.problems.append(self.stop_reason)
         self._write_truth(active.path)

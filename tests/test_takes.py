@@ -79,3 +79,24 @@ def test_take_stops_cleanly_before_the_disk_is_full(tmp_path):
     with h5py.File(result.path / "take.h5", "r") as f:
         assert "disk nearly full" in f.attrs["stop_reason"]
         assert f["streams/emg"].attrs["sample_count"] > 0
+
+
+def test_device_lost_mid_take_keeps_the_rest(tmp_path):
+    trigger = {"kind": "sim-trigger", "id": "trig"}
+    with controller(tmp_path, [EMG, trigger]) as ctl:
+        active = ctl.start_take(TakeInfo(subject="S08", action="squat", repetition=3))
+        time.sleep(1.5)
+        ctl.supervisor.children["emg"].proc.kill()  # the amplifier process dies mid-take
+        lost_at = pylsl.local_clock()
+        time.sleep(2.0)
+        result = ctl.stop_take()
+    assert "emg: no sample after the stop time arrived in time (device stalled?); its last moments may be missing" \
+        in result.problems
+    assert validate_take(active.path) == []
+    with h5py.File(active.path / "take.h5", "r") as f:
+        emg_t = f["streams/emg/time_stamps"][()]
+        pulses = f["streams/trig_pulses/time_stamps"][()]
+        start, stop = f.attrs["started_lsl"], f.attrs["stopped_lsl"]
+    assert lost_at - 0.2 < emg_t[-1] < lost_at  # everything up to the loss is kept
+    expected = np.arange(np.ceil(start), np.floor(stop) + 1)  # one pulse a second
+    np.testing.assert_allclose(pulses, expected, atol=1e-9)  # the other device recorded the whole take

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import socket
 import threading
 import time
@@ -243,6 +242,3 @@ def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if isinstance(exc, DeviceError) else f"{type(exc).__name__}: {text}"
 
-
-def period_of(rate: float) -> float:
-    return 1.0 / rate if rate > 0 else math.inf
