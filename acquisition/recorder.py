@@ -71,6 +71,7 @@ class InletState:
     meta: StreamMeta
     buf: np.ndarray | None
     offset: float = 0.0
+    offset_measured_at: float | None = None
     last_stamp: float = -np.inf
     received: int = 0
     preroll: collections.deque = field(default_factory=collections.deque)
@@ -89,6 +90,9 @@ class TakeState:
     reason: str = "operator"
     missing: list[str] = field(default_factory=list)
     drained: dict[str, bool] = field(default_factory=dict)
+    # each stream's clock offset frozen at the start: the take window [start, stop] on the recorder's
+    # clock is [start - offset, stop - offset] on the stream's, for the whole take
+    window_offset: dict[str, float] = field(default_factory=dict)
     done: threading.Event = field(default_factory=threading.Event)
     summary: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
@@ -145,10 +149,14 @@ class Recorder:
                 raise RecorderError(f"already recording {self._take.writer.path}")
             states = sorted(self._inlets.values(), key=lambda s: s.stream_id)
             attrs = {**attrs, "started_lsl": start_lsl, "host": socket.gethostname()}
+            window_offset = {s.stream_id: s.offset for s in states}
             writer = TakeWriter(path_, attrs, [s.meta for s in states], cameras,
-                                self.settings.flush_interval_s, self.settings.fsync_interval_s)
-            take = TakeState(writer=writer, start=start_lsl, missing=self._missing())
+                                self.settings.flush_interval_s, self.settings.fsync_interval_s, window_offset)
+            take = TakeState(writer=writer, start=start_lsl, missing=self._missing(), window_offset=window_offset)
             writer.add_event(start_lsl, "take_start")
+            for s in states:
+                if s.offset_measured_at is not None:  # the measurement the window uses
+                    writer.add_clock_offset(s.stream_id, s.offset_measured_at, s.offset)
             for s in states:
                 for samples, stamps in s.preroll:
                     self._write(take, s, samples, stamps)
@@ -297,6 +305,7 @@ class Recorder:
             state = self._inlets.get(sid)
             if state is not None:
                 state.offset = off
+                state.offset_measured_at = t
             if take is not None and sid in take.writer.streams:
                 take.writer.add_clock_offset(sid, t, off)
 
@@ -333,11 +342,12 @@ class Recorder:
     def _write(take: TakeState, s: InletState, samples: np.ndarray, stamps: np.ndarray) -> None:
         if s.stream_id not in take.writer.streams:
             return  # connected after the take started: not part of this take
-        first, last = stamps[0] + s.offset, stamps[-1] + s.offset
+        offset = take.window_offset[s.stream_id]
+        first, last = stamps[0] + offset, stamps[-1] + offset
         if first >= take.start and (take.stop is None or last <= take.stop):
             take.writer.append(s.stream_id, samples, stamps)  # the common case: the whole block
             return
-        local = stamps + s.offset
+        local = stamps + offset
         keep = local >= take.start
         if take.stop is not None:
             keep &= local <= take.stop
@@ -351,7 +361,7 @@ class Recorder:
             if s.stream_id not in take.writer.streams or take.drained.get(s.stream_id):
                 continue
             if s.regular:
-                if s.last_stamp + s.offset > take.stop:
+                if s.last_stamp + take.window_offset[s.stream_id] > take.stop:
                     take.drained[s.stream_id] = True
                 elif waited < self.settings.stop_drain_timeout_s:
                     return False
@@ -375,7 +385,7 @@ class Recorder:
         assert take.stop is not None
         take.writer.add_event(take.stop, "take_stop")
         final = {"stopped_lsl": take.stop, "stop_reason": take.reason, "missing_streams": take.missing}
-        keep_until = {sid: take.stop - self._inlets[sid].offset for sid in take.writer.streams}
+        keep_until = {sid: take.stop - take.window_offset[sid] for sid in take.writer.streams}
         counts = take.writer.close(final, keep_until)
         streams = {sid: {"samples": n, "drained": bool(take.drained.get(sid))} for sid, n in counts.items()}
         take.summary = {"path": str(take.writer.path), "stopped_lsl": take.stop, "reason": take.reason,

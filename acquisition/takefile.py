@@ -71,9 +71,10 @@ class StreamMeta:
 
 
 class StreamWriter:
-    def __init__(self, group: h5py.Group, meta: StreamMeta) -> None:
+    def __init__(self, group: h5py.Group, meta: StreamMeta, window_offset: float = 0.0) -> None:
         self.meta = meta
         for key, value in {
+            "window_offset": float(window_offset),
             "name": meta.name, "type": meta.type, "source_id": meta.source_id, "hostname": meta.hostname,
             "nominal_srate": float(meta.nominal_srate), "channel_format": meta.channel_format,
             "channel_count": int(meta.channel_count), "info_xml": meta.info_xml,
@@ -114,7 +115,8 @@ class TakeWriter:
     """The single writer of take.h5 (SWMR). Create, append, close; end attributes after a reopen."""
 
     def __init__(self, path: str | os.PathLike, attrs: dict[str, Any], streams: list[StreamMeta],
-                 cameras: dict[str, str], flush_s: float = 0.5, fsync_s: float = 5.0) -> None:
+                 cameras: dict[str, str], flush_s: float = 0.5, fsync_s: float = 5.0,
+                 window_offsets: dict[str, float] | None = None) -> None:
         self.path = Path(path)
         self.f = open_swmr_writer(self.path)
         self.f.attrs["format"] = FORMAT
@@ -122,7 +124,9 @@ class TakeWriter:
         for key, value in attrs.items():
             self.f.attrs[key] = json.dumps(value) if isinstance(value, dict | list) else value
         groups = self.f.create_group("streams")
-        self.streams = {m.stream_id: StreamWriter(groups.create_group(m.stream_id), m) for m in streams}
+        offsets = window_offsets or {}
+        self.streams = {m.stream_id: StreamWriter(groups.create_group(m.stream_id), m, offsets.get(m.stream_id, 0.0))
+                        for m in streams}
         cams = self.f.create_group("cameras")
         for camera_id, filename in cameras.items():
             cams[camera_id] = h5py.ExternalLink(filename, "/")

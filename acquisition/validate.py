@@ -135,7 +135,7 @@ def _check_stream(where: str, g: h5py.Group, start: float, stop: float, problems
     if offsets.ndim != 2 or offsets.shape[1] != 2 or offsets.dtype != np.float64:
         problems.append(f"{where}/clock_offsets: expected float64 (M, 2), found {offsets.dtype} {offsets.shape}")
     elif n:
-        offset = float(offsets[-1, 1]) if offsets.shape[0] else 0.0
+        offset = float(g.attrs.get("window_offset", offsets[-1, 1] if offsets.shape[0] else 0.0))
         first, last = stamps[0] + offset, stamps[-1] + offset
         if first < start - TIME_TOLERANCE or last > stop + TIME_TOLERANCE:
             problems.append(f"{where}/time_stamps: samples from {first - start:+.4f} s to {last - start:+.4f} s "

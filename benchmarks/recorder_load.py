@@ -129,7 +129,7 @@ def main() -> None:
                     g = f[f"streams/{name}"]
                     period = 1.0 / rate if rate > 0 else 1.0
                     # the take window applies on the recorder's clock: stamp + measured clock offset
-                    offset = float(g["clock_offsets"][-1, 1]) if g["clock_offsets"].shape[0] else 0.0
+                    offset = float(g.attrs["window_offset"])
                     first = int(np.ceil((start - offset - t0) / period))
                     last = int(np.floor((stop_lsl - offset - t0) / period))
                     expected = np.arange(first, last + 1)
