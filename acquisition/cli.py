@@ -7,8 +7,11 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from drivers.runtime.process import die_with_parent
+
+EMG_PROTOCOLS = ["shimmer3-exg", "cyton", "cyton-daisy"]
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -103,6 +106,19 @@ def cmd_streams(args: argparse.Namespace) -> int:
     return 0
 
 
+def _standalone_settings(cls, args: argparse.Namespace):  # noqa: ANN202 - the driver's pydantic settings
+    """Settings for a driver run without a rig file, from its command-line options."""
+    if args.kind == "emg":
+        if not args.protocol or not args.port:
+            raise UsageError("flexcap driver emg needs --protocol and --port (or --rig and --id)")
+        return cls.Settings(protocol=args.protocol, port=args.port, rate=args.rate, name=args.name)
+    return cls.Settings()
+
+
+class UsageError(ValueError):
+    pass
+
+
 def cmd_driver(args: argparse.Namespace) -> int:
     die_with_parent()
     from acquisition.config import load_rig
@@ -117,17 +133,15 @@ def cmd_driver(args: argparse.Namespace) -> int:
         rig = load_rig(args.rig)
         device_id = args.id or next((d.id for d in rig.devices if d.kind == args.kind), None)
         if device_id is None:
-            print(f"{rig.source}: no device of kind {args.kind!r}", file=sys.stderr)
-            return 2
+            raise UsageError(f"{rig.source}: no device of kind {args.kind!r}")
         apply_lsl_settings(rig.lsl)
         ctx = rig.context(device_id)
         if ctx.kind != args.kind:
-            print(f"{rig.source}: device {device_id!r} is of kind {ctx.kind!r}, not {args.kind!r}", file=sys.stderr)
-            return 2
+            raise UsageError(f"{rig.source}: device {device_id!r} is of kind {ctx.kind!r}, not {args.kind!r}")
     else:
         apply_default_lsl_settings()
-        device_id = args.id or args.kind.removeprefix("sim-")
-        ctx = DriverContext(device_id, args.kind, settings=cls.Settings(),
+        device_id = args.id or args.name or args.kind.removeprefix("sim-")
+        ctx = DriverContext(device_id, args.kind, settings=_standalone_settings(cls, args),
                             sim=SimLabSettings() if args.kind.startswith("sim-") else None)
     driver = cls(ctx)
     stop = threading.Event()
@@ -139,6 +153,43 @@ def cmd_driver(args: argparse.Namespace) -> int:
         print(f"flexcap driver {args.kind} {device_id!r}: publishing "
               + ", ".join(s.stream_id for s in cls.stream_specs(ctx)) + " (Ctrl-C stops)", file=sys.stderr)
     run_driver(driver, stop)
+    return 0
+
+
+def cmd_emulate(args: argparse.Namespace) -> int:
+    """An emulated device on a pseudo-terminal (serial amplifiers)."""
+    die_with_parent()
+    from acquisition.config import load_rig
+    from drivers.runtime.control import ControlServer
+    from drivers.runtime.paths import emulator_link
+    from drivers.sim.emg_emulator import EmgEmulator, EmgEmulatorSettings, EmgFaults
+    from drivers.sim.emg_signal import device_seed
+
+    if args.rig:
+        rig = load_rig(args.rig)
+        ctx = rig.context(args.id)
+        s = ctx.settings
+        emulator = EmgEmulator(s.protocol, s.rate, s.emulator, rig.sim, device_seed(args.id),
+                               emulator_link(rig.name, args.id))
+        device_id = args.id
+    else:
+        if not args.protocol:
+            raise UsageError("flexcap emulate emg needs --protocol (or --rig and --id)")
+        faults = EmgFaults(garbage_every_s=args.garbage_every, drop_every=args.drop_every,
+                           corrupt_at_s=args.corrupt_at, disconnect_at_s=args.disconnect_at)
+        link = Path(args.link) if args.link else None
+        emulator = EmgEmulator(args.protocol, args.rate, EmgEmulatorSettings(faults=faults), seed=args.seed, link=link)
+        device_id = args.protocol
+    path = emulator.open()
+    _stop_on_signals(emulator.stop_event)
+    if args.control == "stdio":
+        ControlServer({"path": lambda: str(emulator.port.link or emulator.path),
+                       "truth": lambda: {device_id: emulator.truth()} if emulator.truth() else {},
+                       "faults": lambda: emulator.fault_log}, on_eof=emulator.stop_event.set).start()
+    else:
+        print(path + (f" (linked from {args.link})" if args.link else ""), flush=True)
+        print(f"flexcap: emulating {args.protocol} on {path}; Ctrl-C stops", file=sys.stderr)
+    emulator.run()
     return 0
 
 
@@ -170,7 +221,8 @@ def cmd_recorder_service(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flexcap", description="Acquisition for a multimodal fitness-capture lab.")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{record,inspect,validate,streams,driver}")
+    sub = p.add_subparsers(dest="command", required=True,
+                           metavar="{record,inspect,validate,streams,driver,emulate}")
 
     r = sub.add_parser("record", help="record one take headless")
     r.add_argument("--rig", help="rig file (TOML); default: the simulated lab")
@@ -197,11 +249,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_streams)
 
     d = sub.add_parser("driver", help="run one driver standalone")
-    d.add_argument("kind")
+    d.add_argument("kind", help="emg, or a simulated device: sim-chest, sim-camera, sim-trigger")
     d.add_argument("--rig", help="rig file with the device's settings")
     d.add_argument("--id", help="device id (in the rig file)")
+    d.add_argument("--protocol", choices=EMG_PROTOCOLS, help="emg: the amplifier's protocol")
+    d.add_argument("--port", help="emg: serial port, e.g. /dev/ttyUSB0 or an emulator's pty")
+    d.add_argument("--rate", type=float, help="emg: sampling rate in Hz")
+    d.add_argument("--name", help="LSL stream name")
     d.add_argument("--control", choices=["none", "stdio"], default="none", help=argparse.SUPPRESS)
     d.set_defaults(func=cmd_driver)
+
+    e = sub.add_parser("emulate", help="run a device emulator (prints the pseudo-terminal it serves)")
+    e.add_argument("kind", choices=["emg"])
+    e.add_argument("--protocol", choices=EMG_PROTOCOLS)
+    e.add_argument("--rate", type=float, help="Hz (Shimmer: 32768 / divider)")
+    e.add_argument("--link", help="also make this path a symlink to the pty")
+    e.add_argument("--seed", type=int, default=1)
+    e.add_argument("--garbage-every", type=float, metavar="S", help="fault: garbage bytes every S seconds")
+    e.add_argument("--drop-every", type=int, metavar="N", help="fault: drop every Nth packet")
+    e.add_argument("--corrupt-at", type=float, metavar="S", help="fault: a burst of corrupt packets at S seconds")
+    e.add_argument("--disconnect-at", type=float, metavar="S", help="fault: unplug at S seconds, replug 1 s later")
+    e.add_argument("--rig", help="emulate this rig's device (with --id)")
+    e.add_argument("--id")
+    e.add_argument("--control", choices=["none", "stdio"], default="none", help=argparse.SUPPRESS)
+    e.set_defaults(func=cmd_emulate)
 
     rs = sub.add_parser("_recorder")  # internal: the recorder process of a RigController
     rs.add_argument("--settings", required=True)
@@ -212,13 +283,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
-    from acquisition.config import RigError
+    from pydantic import ValidationError
+
+    from acquisition.config import RigError, describe_validation_error
     from drivers.registry import UnknownDriverKind
 
     try:
         return args.func(args)
-    except (RigError, UnknownDriverKind) as exc:
+    except (RigError, UnknownDriverKind, UsageError) as exc:
         print(f"flexcap: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(f"flexcap: {describe_validation_error('command line', exc)}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:
         print(f"flexcap: {exc}", file=sys.stderr)

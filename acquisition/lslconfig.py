@@ -4,10 +4,10 @@ outlet or inlet of the process; child processes inherit it through LSLAPICFG."""
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from acquisition.config import LslSettings
+from drivers.runtime.paths import runtime_dir
 
 
 def lsl_config_text(settings: LslSettings) -> str:
@@ -27,9 +27,7 @@ def lsl_config_text(settings: LslSettings) -> str:
 
 def apply_lsl_settings(settings: LslSettings) -> Path:
     """Write the configuration file and export LSLAPICFG for this process and its children."""
-    directory = Path(tempfile.gettempdir()) / f"flexcap-{os.getuid()}"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"lsl_api_{settings.session_id}_{settings.scope}{'_v6' if settings.ipv6 else ''}.cfg"
+    path = runtime_dir() / f"lsl_api_{settings.session_id}_{settings.scope}{'_v6' if settings.ipv6 else ''}.cfg"
     text = lsl_config_text(settings)
     if not path.exists() or path.read_text() != text:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

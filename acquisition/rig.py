@@ -188,15 +188,15 @@ class RigController:
         return TakeResult(active.path, active.started_lsl, stopped, summary, cameras, active.problems)
 
     def _write_truth(self, take_dir: Path) -> None:
-        sim_ids = self.supervisor.sim_ids()
-        if not sim_ids or self.rig.sim is None:
+        sources = self.supervisor.truth_sources()
+        if not sources or self.rig.sim is None:
             return
         devices: dict[str, Any] = {}
-        for dev in sim_ids:
+        for child in sources:
             try:
-                devices.update(self.supervisor.request(dev, "truth"))
+                devices.update(child.request("truth"))
             except ChildError as exc:
-                log.warning("no truth from %s: %s", dev, exc)
+                log.warning("no truth from %s: %s", child.name, exc)
         truth = {"generated_by": f"flexcap {__version__} simulated lab", "clock": "pylsl.local_clock() on this host",
                  "sim": self.rig.sim.model_dump(), "devices": devices}
         (take_dir / TRUTH_FILE).write_text(json.dumps(truth, indent=2))

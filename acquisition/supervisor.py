@@ -28,16 +28,38 @@ def write_rig_snapshot(rig: Rig) -> str:
     return path
 
 
+EMULATED = "emulator"  # a device's connection: the supervisor runs the device's emulator on a pty
+EMULATOR_COMMANDS = {"emg": ["emulate", "emg"]}
+
+
 class Supervisor:
     def __init__(self, rig: Rig, on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.rig = rig
         self.on_event = on_event
         self.children: dict[str, ChildProcess] = {}
+        self.emulators: dict[str, ChildProcess] = {}
         self._rig_file = write_rig_snapshot(rig)
+        for dev in rig.enabled_devices():
+            if dev.connection == EMULATED and dev.kind not in EMULATOR_COMMANDS:
+                raise ValueError(f"{rig.source}: device {dev.id!r}: no emulator for kind {dev.kind!r}")
 
     def start(self) -> None:
+        emulated = [d.id for d in self.rig.enabled_devices() if d.connection == EMULATED]
+        for device_id in emulated:
+            self.start_emulator(device_id)
+        for device_id in emulated:  # wait until each pty exists, so drivers connect at their first try
+            self.emulators[device_id].request("path", timeout=20)
         for dev in self.rig.enabled_devices():
             self.start_device(dev.id)
+
+    def start_emulator(self, device_id: str) -> ChildProcess:
+        dev = self.rig.device(device_id)
+        child = ChildProcess(f"emulator {device_id}",
+                             [*EMULATOR_COMMANDS[dev.kind], "--rig", self._rig_file, "--id", device_id,
+                              "--control", "stdio"], on_event=self.on_event)
+        self.emulators[device_id] = child
+        log.info("started the emulator of %s, pid %d", device_id, child.pid)
+        return child
 
     def start_device(self, device_id: str) -> ChildProcess:
         dev = self.rig.device(device_id)
@@ -66,20 +88,27 @@ class Supervisor:
     def camera_ids(self) -> list[str]:
         return [d.id for d in self.rig.enabled_devices() if driver_class(d.kind).writes_frames]
 
-    def sim_ids(self) -> list[str]:
-        return [d.id for d in self.rig.enabled_devices() if d.kind.startswith("sim-")]
+    def truth_sources(self) -> list[ChildProcess]:
+        """Processes that know a simulated device's true timing: sim drivers and device emulators."""
+        sims = [self.children[d.id] for d in self.rig.enabled_devices()
+                if d.kind.startswith("sim-") and d.id in self.children]
+        return sims + list(self.emulators.values())
 
     def pids(self) -> dict[str, int]:
-        return {k: c.pid for k, c in self.children.items()}
+        return {**{k: c.pid for k, c in self.children.items()},
+                **{f"{k} emulator": c.pid for k, c in self.emulators.items()}}
 
     def alive(self) -> dict[str, bool]:
         return {k: c.alive() for k, c in self.children.items()}
 
     def stop(self) -> None:
-        for child in self.children.values():  # all at once, then wait for each
+        for child in [*self.children.values(), *self.emulators.values()]:  # all at once, then wait for each
             child.close_stdin()
         for device_id in list(self.children):
             self.stop_device(device_id)
+        for child in self.emulators.values():
+            child.stop()
+        self.emulators.clear()
         try:
             os.unlink(self._rig_file)
         except FileNotFoundError:

@@ -7,7 +7,7 @@ import importlib
 from drivers.runtime.driver import Driver
 
 DRIVER_KINDS: dict[str, str] = {
-    "sim-emg": "drivers.sim.emg:SimEmgDriver",
+    "emg": "drivers.emg.driver:EmgDriver",
     "sim-chest": "drivers.sim.chest:SimChestDriver",
     "sim-camera": "drivers.sim.camera:SimCameraDriver",
     "sim-trigger": "drivers.sim.trigger:SimTriggerDriver",

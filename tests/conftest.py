@@ -24,6 +24,9 @@ def small_rig_data(devices: list[dict], **recorder: object) -> dict:
 
 
 SMALL_CAMERA = {"fps": 30, "render_width": 192, "render_height": 108}
+# a Shimmer3 ExG emulator on a pty at 512 Hz, read by the real serial driver
+EMULATED_EMG = {"kind": "emg", "id": "emg", "connection": "emulator",
+                "settings": {"protocol": "shimmer3-exg", "rate": 512}}
 
 
 @pytest.fixture(scope="session")

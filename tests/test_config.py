@@ -22,25 +22,27 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_simulated_lab_loads():
     rig = load_rig()
     assert rig.name == "simlab"
-    assert [d.id for d in rig.devices] == ["trigger", "emg", "chest", "cam1", "cam2", "cam3", "cam4", "phone"]
-    emg = rig.context("emg")
-    assert emg.settings.channels == 16 and emg.settings.rate == 2000
+    assert [d.id for d in rig.devices] == ["trigger", "emg1", "emg2", "emg3", "emg4", "chest", "cam1", "cam2", "cam3",
+                                           "cam4", "phone"]
+    emg = rig.context("emg1")
+    assert emg.settings.protocol == "shimmer3-exg" and emg.settings.rate == 2048
+    assert emg.settings.labels[0] == "vastus_lateralis_l" and rig.device("emg1").connection == "emulator"
     assert rig.context("phone").settings.fps == 30 and rig.context("cam1").settings.fps == 60
     assert rig.lsl.scope == "machine" and rig.lsl.session_id == "flexcap-sim"
 
 
 def test_wrong_value_names_file_key_and_value(tmp_path):
-    path = write(tmp_path, SIM_TEXT.replace("rate = 2000", 'rate = "fast"'))
+    path = write(tmp_path, SIM_TEXT.replace("rate = 2048", 'rate = "fast"', 1))
     with pytest.raises(RigError) as err:
         load_rig(path)
     msg = str(err.value)
-    assert msg.startswith(f"{path}: devices[1] (id 'emg').settings.rate: ")
+    assert msg.startswith(f"{path}: devices[1] (id 'emg1').settings.rate: ")
     assert "valid number" in msg and "(got 'fast')" in msg
 
 
 def test_out_of_range_setting(tmp_path):
     path = write(tmp_path, SIM_TEXT.replace("fps = 30", "fps = -5"))
-    with pytest.raises(RigError, match=r"devices\[7\] \(id 'phone'\)\.settings\.fps: Input should be greater than 0"):
+    with pytest.raises(RigError, match=r"devices\[10\] \(id 'phone'\)\.settings\.fps: Input should be greater than 0"):
         load_rig(path)
 
 
@@ -48,7 +50,7 @@ def test_unknown_kind_lists_known_kinds(tmp_path):
     path = write(tmp_path, SIM_TEXT.replace('kind = "sim-chest"', 'kind = "polar-h11"'))
     with pytest.raises(RigError) as err:
         load_rig(path)
-    assert f"{path}: devices[2] (id 'chest').kind: unknown device kind 'polar-h11'" in str(err.value)
+    assert f"{path}: devices[5] (id 'chest').kind: unknown device kind 'polar-h11'" in str(err.value)
     assert "sim-camera" in str(err.value)
 
 
@@ -78,10 +80,14 @@ def test_sim_devices_need_the_sim_table(tmp_path):
         load_rig(write(tmp_path, text))
 
 
-def test_wrong_label_count(tmp_path):
-    path = write(tmp_path, SIM_TEXT.replace("channels = 16", 'channels = 16\nlabels = ["a", "b"]'))
-    with pytest.raises(RigError, match=r"settings: labels has 2 names for 16 channels"):
-        load_rig(path)
+def test_wrong_label_count_and_impossible_rate(tmp_path):
+    first_labels = next(line for line in SIM_TEXT.splitlines() if line.startswith("labels = "))
+    text = SIM_TEXT.replace(first_labels, 'labels = ["a", "b"]')
+    with pytest.raises(RigError, match=r"devices\[1\] \(id 'emg1'\)\.settings: Value error, labels has 2 names; "
+                                       r"shimmer3-exg has 4 channels"):
+        load_rig(write(tmp_path, text))
+    with pytest.raises(RigError, match=r"the cyton-daisy sends 125 Hz over the USB dongle; got rate 2048"):
+        load_rig(write(tmp_path, SIM_TEXT.replace('protocol = "shimmer3-exg"', 'protocol = "cyton-daisy"', 1)))
 
 
 def test_take_info_rejects_unsafe_names():

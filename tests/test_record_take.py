@@ -14,13 +14,14 @@ from acquisition.takefile import TRUTH_FILE, stream_strings
 from acquisition.validate import validate_take
 from drivers.camera.framestore import FrameFile
 from drivers.sim.camera import decode_barcode
-from drivers.sim.emg import SimEmgSignal, device_seed
-from drivers.sim.lab import DeviceTruth, SimClock
+from drivers.sim.emg_emulator import ShimmerModel
+from drivers.sim.emg_signal import EmgSignal, device_seed
 
+EMG_UNITS = ("emg1", "emg2", "emg3", "emg4")
+DEVICES = ("trigger", *EMG_UNITS, "chest", "cam1", "cam2", "cam3", "cam4", "phone")
 EXPECTED_STREAMS = {
-    "emg", "chest_hr", "chest_rr", "chest_ecg", "chest_acc", "trigger_pulses",
-    "cam1", "cam2", "cam3", "cam4", "phone",
-    *(f"{d}_status" for d in ("emg", "chest", "trigger", "cam1", "cam2", "cam3", "cam4", "phone")),
+    *EMG_UNITS, "chest_hr", "chest_rr", "chest_ecg", "chest_acc", "trigger_pulses",
+    "cam1", "cam2", "cam3", "cam4", "phone", *(f"{d}_status" for d in DEVICES),
 }
 
 
@@ -41,31 +42,34 @@ def test_take_validates_and_has_every_stream(sim_take):
         assert set(f["cameras"]) == {"cam1", "cam2", "cam3", "cam4", "phone"}
 
 
-def test_emg_values_are_exactly_what_the_device_sent(sim_take):
+def test_emg_values_are_exactly_what_the_devices_sent(sim_take):
+    """Four Shimmer emulators -> pty -> pyserial driver -> LSL -> recorder: every value bit-exact."""
     rig = load_rig()
-    truth = json.loads((sim_take.path / TRUTH_FILE).read_text())["devices"]["emg"]
-    clock = SimClock(DeviceTruth(**{k: truth[k] for k in ("clock_offset_s", "drift_ppm", "latency_s", "jitter_s")}),
-                     truth["nominal_rate"], truth["t0"])
-    signal = SimEmgSignal(rig.context("emg").settings, rig.sim, device_seed("emg"))
+    truths = json.loads((sim_take.path / TRUTH_FILE).read_text())["devices"]
     with _open(sim_take) as f:
-        g = f["streams/emg"]
-        data = g["time_series"][()]
-        stamps = g["time_stamps"][()]
         start, stop = f.attrs["started_lsl"], f.attrs["stopped_lsl"]
-        offset = g.attrs["window_offset"]  # the take window applies on the recorder's clock
-        labels = json.loads(g.attrs["channel_labels"])
-        units = json.loads(g.attrs["channel_units"])
-    assert data.shape[1] == 18
-    assert labels[0] == "vastus_lateralis_l" and labels[-2:] == ["trigger", "counter"]
-    assert units[:16] == ["microvolts"] * 16
-    counters = data[:, -1].astype(np.int64)
-    # every sample between start and stop: consecutive counters, nothing lost at either end
-    np.testing.assert_array_equal(np.diff(counters), 1)
-    period = 1 / 2000
-    assert 0 <= stamps[0] + offset - start < period
-    assert 0 <= stop - (stamps[-1] + offset) < period
-    assert len(counters) == counters[-1] - counters[0] + 1
-    np.testing.assert_array_equal(data, signal.samples(counters, clock))
+        for unit in EMG_UNITS:
+            g = f[f"streams/{unit}"]
+            data, stamps = g["time_series"][()], g["time_stamps"][()]
+            offset = g.attrs["window_offset"]  # the take window applies on the recorder's clock
+            assert json.loads(g.attrs["channel_labels"]) == [*rig.context(unit).settings.labels, "trigger", "counter"]
+            assert json.loads(g.attrs["channel_units"])[:4] == ["microvolts"] * 4
+            truth = truths[unit]
+            ticks = data[:, -1].astype(np.int64)
+            k = ((ticks - truth["tick0"]) % (1 << 24)) // truth["divider"]
+            # every sample between start and stop: consecutive device samples, nothing lost at either end
+            np.testing.assert_array_equal(np.diff(k), 1)
+            period = 1 / 2048
+            assert 0 <= stamps[0] + offset - start < period, unit
+            assert 0 <= stop - (stamps[-1] + offset) < period, unit
+            t_true = truth["t0"] + k / truth["true_rate"]
+            signal = EmgSignal(4, rig.sim, device_seed(unit))
+            np.testing.assert_array_equal(data[:, :4], ShimmerModel(2048).expected_microvolts(k, t_true, signal))
+            level = np.round(signal.trigger_level(t_true, 1 / 2048) * 3900) / 4095
+            np.testing.assert_array_equal(data[:, 4], level.astype(np.float32))
+            # stamps follow the device clock: within a millisecond of true time + latency
+            err = stamps + offset - (t_true + truth["latency_s"])
+            assert np.percentile(np.abs(err), 95) < 2e-3, unit
 
 
 def test_trigger_pulses_are_recorded_once_each(sim_take):
@@ -75,13 +79,13 @@ def test_trigger_pulses_are_recorded_once_each(sim_take):
         g = f["streams/trigger_pulses"]
         pulses = [row[0] for row in stream_strings(g)]
         stamps = g["time_stamps"][()]
-        trigger = f["streams/emg/time_series"][:, -2]
+        trigger = f["streams/emg1/time_series"][:, -2]
     period = rig.sim.pulse_period_s
     expected = [n for n in range(int(np.ceil(start / period)), int(np.floor(stop / period)) + 1)]
     assert pulses == [f"pulse {n} width_ms=50" for n in expected]
     np.testing.assert_allclose(stamps, np.array(expected) * period, rtol=0, atol=1e-9)
     # the EMG trigger channel rises once per pulse (a pulse cut by start or stop may add one edge)
-    rises = int(np.sum(np.diff(trigger) > 0.5))
+    rises = int(np.sum((trigger[1:] > 0.5) & (trigger[:-1] <= 0.5)))
     assert rises in (len(expected), len(expected) + 1)
 
 
@@ -132,8 +136,9 @@ def test_clock_offsets_events_truth_and_session(sim_take):
         assert [r[0] for r in stream_strings(events)] == ["take_start", "take_stop"]
         np.testing.assert_array_equal(events["time_stamps"][()], [f.attrs["started_lsl"], f.attrs["stopped_lsl"]])
     truth = json.loads((sim_take.path / TRUTH_FILE).read_text())
-    assert set(truth["devices"]) == {"emg", "chest", "trigger", "cam1", "cam2", "cam3", "cam4", "phone"}
-    assert truth["devices"]["cam4"]["latency_s"] == 0.09 and truth["devices"]["emg"]["drift_ppm"] == 20.0
+    assert set(truth["devices"]) == set(DEVICES)
+    assert truth["devices"]["cam4"]["latency_s"] == 0.09 and truth["devices"]["emg2"]["drift_ppm"] == -15.0
+    assert truth["devices"]["emg1"]["protocol"] == "shimmer3-exg"
     session = json.loads((sim_take.path.parent / "session.json").read_text())
     assert session["subject"] == "S01"
     assert [t["take"] for t in session["takes"]] == ["001_squat_1"]
@@ -142,10 +147,10 @@ def test_clock_offsets_events_truth_and_session(sim_take):
 def test_inspect_reports_counts(sim_take):
     info = inspect_take(sim_take.path)
     with _open(sim_take) as f:
-        n_emg = f["streams/emg/time_stamps"].shape[0]
-    assert info["streams"]["emg"]["samples"] == n_emg
-    assert info["streams"]["emg"]["gaps"] == 0
-    assert abs(info["streams"]["emg"]["measured_srate"] - 2000) < 2
+        n_emg = f["streams/emg3/time_stamps"].shape[0]
+    assert info["streams"]["emg3"]["samples"] == n_emg
+    assert info["streams"]["emg3"]["gaps"] == 0
+    assert abs(info["streams"]["emg3"]["measured_srate"] - 2048) < 2
     assert info["cameras"]["cam1"]["dropped"] == 0
     text = format_inspection(info)
-    assert f"emg             EMG               18{n_emg:>9}" in text
+    assert f"emg3            EMG                6{n_emg:>9}" in text

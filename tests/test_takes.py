@@ -14,9 +14,9 @@ import pytest
 from acquisition.config import TakeInfo, parse_rig
 from acquisition.rig import RigControlError, RigController
 from acquisition.validate import validate_take
-from tests.conftest import small_rig_data
+from tests.conftest import EMULATED_EMG, small_rig_data
 
-EMG = {"kind": "sim-emg", "id": "emg", "settings": {"channels": 4, "rate": 1000}}
+EMG = EMULATED_EMG
 
 
 def controller(tmp_path, devices, **recorder) -> RigController:
@@ -58,10 +58,10 @@ def test_sigkilled_recorder_leaves_everything_up_to_the_last_flush(tmp_path):
     with h5py.File(active.path / "take.h5", "r", swmr=True) as f:
         assert "stopped_lsl" not in f.attrs
         data = f["streams/emg/time_series"][: f["streams/emg/time_stamps"].shape[0]]
-    counters = data[:, -1]
-    np.testing.assert_array_equal(np.diff(counters), 1)
+    ticks = data[:, -1]
+    np.testing.assert_array_equal(np.diff(ticks), 64)  # 32768 Hz ticks / 512 Hz: no sample missing
     # polls and flushes every 0.5 s: all but the last second (plus the device's latency) is on disk
-    assert len(counters) >= (killed_at - active.started_lsl - 1.1) * 1000
+    assert len(ticks) >= (killed_at - active.started_lsl - 1.1) * 512
     problems = validate_take(active.path)
     assert any("not closed cleanly" in p for p in problems)
 
@@ -86,7 +86,7 @@ def test_device_lost_mid_take_keeps_the_rest(tmp_path):
     with controller(tmp_path, [EMG, trigger]) as ctl:
         active = ctl.start_take(TakeInfo(subject="S08", action="squat", repetition=3))
         time.sleep(1.5)
-        ctl.supervisor.children["emg"].proc.kill()  # the amplifier process dies mid-take
+        ctl.supervisor.children["emg"].proc.kill()  # the amplifier's driver process dies mid-take
         lost_at = pylsl.local_clock()
         time.sleep(2.0)
         result = ctl.stop_take()

@@ -19,7 +19,7 @@ from drivers.camera.recording import TakeFrameRecorder
 from drivers.runtime.driver import Driver, DriverContext
 from drivers.runtime.streams import StreamSpec, channels
 from drivers.sim.delivery import SimDelivery
-from drivers.sim.emg import device_seed
+from drivers.sim.emg_signal import device_seed
 from drivers.sim.lab import DeviceTruth, SimClock, SimLabSettings
 
 BARCODE_BITS = 24

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from drivers.runtime.driver import Driver, DriverContext
 from drivers.runtime.streams import IRREGULAR_RATE, StreamSpec, channels
 from drivers.sim.delivery import SimDelivery
-from drivers.sim.emg import device_seed
+from drivers.sim.emg_signal import device_seed
 from drivers.sim.lab import DeviceTruth, SimClock, SimLabSettings
 
 ECG_FRAME = 73  # samples per H10 ECG notification

@@ -38,6 +38,17 @@ class SimLabSettings(BaseModel):
             n += 1
         return total
 
+    def pulse_overlap_many(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Vectorised pulse_overlap for intervals shorter than one pulse period."""
+        a = np.asarray(a, dtype=np.float64)
+        b = np.asarray(b, dtype=np.float64)
+        total = np.zeros(np.broadcast(a, b).shape)
+        n = np.floor(a / self.pulse_period_s)
+        for m in (n, n + 1):
+            on = m * self.pulse_period_s
+            total += np.maximum(0.0, np.minimum(b, on + self.pulse_width_s) - np.maximum(a, on))
+        return total
+
     def pulse_index(self, t: float) -> int:
         return int(math.floor(t / self.pulse_period_s))
 

@@ -1,0 +1,19 @@
+"""Where flexcap keeps per-user runtime files (LSL configuration, emulator port links)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def runtime_dir() -> Path:
+    path = Path(tempfile.gettempdir()) / f"flexcap-{os.getuid()}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def emulator_link(rig_name: str, device_id: str) -> Path:
+    """The stable path of an emulated serial device (a symlink to its current pseudo-terminal), like
+    a udev /dev/serial/by-id link: it survives the emulator's simulated unplug and replug."""
+    return runtime_dir() / f"{rig_name}-{device_id}.tty"
