@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from drivers.emg.packets import PacketParser, Samples, i24_be
+from drivers.emg.packets import PacketParser, Samples, i24_be_columns
 from drivers.emg.transport import ByteReader, Transport
 from drivers.runtime.driver import DeviceError
 
@@ -24,6 +24,7 @@ PACKET = 33
 RATE = 250.0
 GAINS = {1: 0, 2: 1, 4: 2, 6: 3, 8: 4, 12: 5, 24: 6}
 DAISY_LETTERS = "QWERTYUI"
+CHANNEL_OFFSETS = np.arange(8) * 3 + 2
 
 
 def microvolts_per_count(gain: int) -> float:
@@ -53,9 +54,7 @@ class CytonParser(PacketParser):
         return Samples.empty(8, PACKET)
 
     def _decode(self, rows: np.ndarray, counters: np.ndarray, raw: np.ndarray) -> Samples:
-        values = np.empty((len(rows), 8), dtype=np.float32)
-        for ch in range(8):
-            values[:, ch] = i24_be(rows, 2 + 3 * ch) * self.scale
+        values = (i24_be_columns(rows, CHANNEL_OFFSETS) * self.scale).astype(np.float32)
         trigger = np.where(rows[:, 32] == FOOTER_DIGITAL, rows[:, 26] & 1, 0).astype(np.float32)
         return Samples(counters.astype(np.int64), raw, values, trigger, rows.copy())
 

@@ -63,6 +63,13 @@ def i24_be(rows: np.ndarray, offset: int) -> np.ndarray:
     return v - ((v & 0x800000) << 1)
 
 
+def i24_be_columns(rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Signed 24-bit big-endian integers at several column offsets at once: (n, len(offsets))."""
+    b = rows[:, offsets[:, None] + np.arange(3)].astype(np.int32)
+    v = (b[..., 0] << 16) | (b[..., 1] << 8) | b[..., 2]
+    return v - ((v & 0x800000) << 1)
+
+
 def u24_le(rows: np.ndarray, offset: int) -> np.ndarray:
     b = rows[:, offset : offset + 3].astype(np.int64)
     return b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)

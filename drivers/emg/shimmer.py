@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drivers.emg.packets import PacketParser, Samples, i16_be, i24_be, u16_le, u24_le
+from drivers.emg.packets import PacketParser, Samples, i16_be, i24_be, i24_be_columns, u16_le, u24_le
 from drivers.emg.transport import ByteReader, Transport
 from drivers.runtime.driver import DeviceError
 
@@ -142,6 +142,9 @@ class ShimmerParser(PacketParser):
         self.scale = np.array([microvolts_per_count(g, 24 if kind == "exg24" else 16)
                                for g, (_, kind) in zip(gains, self.exg, strict=True)], dtype=np.float64)
         self.trigger_at = offsets.get(CH_EXT_A0)
+        kinds = {kind for _, kind in self.exg}
+        # the usual case, all channels 24-bit: decode them in one gather
+        self.exg24_offsets = np.array([off for off, _ in self.exg]) if kinds == {"exg24"} else None
 
     @property
     def n_channels(self) -> int:
@@ -160,10 +163,13 @@ class ShimmerParser(PacketParser):
         return Samples.empty(self.n_channels, self.length)
 
     def _decode(self, rows: np.ndarray, counters: np.ndarray, raw: np.ndarray) -> Samples:
-        values = np.empty((len(rows), len(self.exg)), dtype=np.float32)
-        for j, (off, kind) in enumerate(self.exg):
-            counts = i24_be(rows, off) if kind == "exg24" else i16_be(rows, off)
-            values[:, j] = counts * self.scale[j]
+        if self.exg24_offsets is not None:
+            values = (i24_be_columns(rows, self.exg24_offsets) * self.scale).astype(np.float32)
+        else:
+            values = np.empty((len(rows), len(self.exg)), dtype=np.float32)
+            for j, (off, kind) in enumerate(self.exg):
+                counts = i24_be(rows, off) if kind == "exg24" else i16_be(rows, off)
+                values[:, j] = counts * self.scale[j]
         if self.trigger_at is not None:
             trigger = (u16_le(rows, self.trigger_at) / ADC_FULL_SCALE).astype(np.float32)
         else:

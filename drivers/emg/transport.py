@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import select
 import time
 from typing import Protocol
 
@@ -68,15 +70,25 @@ class SerialTransport:
 
     def read(self, timeout: float) -> bytes:
         ser = self._require()
+        fd = getattr(ser, "fd", None)
         try:
-            ser.timeout = timeout
-            first = ser.read(1)
-            if not first:
+            if fd is None:  # not a POSIX port: pyserial's own read
+                if ser.timeout != timeout:
+                    ser.timeout = timeout
+                first = ser.read(1)
+                return first + ser.read(ser.in_waiting) if first else b""
+            # one select and one read per wake-up: pyserial's read loop costs more than the parsing
+            ready, _, _ = select.select([fd], [], [], timeout)
+            if not ready:
                 return b""
-            waiting = ser.in_waiting
-            return first + (ser.read(waiting) if waiting else b"")
+            data = os.read(fd, 1 << 16)
         except (serial.SerialException, OSError, TypeError) as exc:
+            if isinstance(exc, BlockingIOError):
+                return b""
             raise DeviceError(f"{self.port} stopped answering (unplugged?): {exc}") from None
+        if not data:  # ready but empty: the device is gone (Linux reports a hang-up this way)
+            raise DeviceError(f"{self.port} stopped answering (unplugged?): no data after a ready signal")
+        return data
 
     def write(self, data: bytes) -> None:
         ser = self._require()

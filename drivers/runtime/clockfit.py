@@ -26,7 +26,8 @@ class ClockFit:
     sample and the host time the block arrived.
     """
 
-    def __init__(self, nominal_period: float, window_s: float = 30.0, capacity: int = 4096) -> None:
+    def __init__(self, nominal_period: float, window_s: float = 30.0, capacity: int = 4096,
+                 refit_every_s: float = 0.25) -> None:
         if nominal_period <= 0:
             raise ValueError(f"nominal_period must be > 0, got {nominal_period}")
         self.nominal_period = nominal_period
@@ -41,6 +42,8 @@ class ClockFit:
         self._last_counter: float | None = None
         self._last_time = -np.inf
         self.clamped = 0
+        self.refit_every_s = refit_every_s
+        self._refit_at = -np.inf  # device time (counter units * period) of the last refit
 
     @property
     def ready(self) -> bool:
@@ -49,6 +52,7 @@ class ClockFit:
     def reset(self) -> None:
         self._n = 0
         self._ref = None
+        self._refit_at = -np.inf
         self.slope = self.nominal_period
         self._last_counter = None
         self._last_time = -np.inf
@@ -72,7 +76,11 @@ class ClockFit:
         first = int(np.searchsorted(self._counters[: self._n], horizon))
         if first:
             self._drop_before(first)
-        self._refit()
+        # refitting costs more than stamping: do it a few times a second once the line has settled
+        device_time = rel * self.nominal_period
+        if self._n <= 16 or device_time - self._refit_at >= self.refit_every_s:
+            self._refit()
+            self._refit_at = device_time
 
     def _drop_before(self, k: int) -> None:
         n = self._n - k

@@ -122,7 +122,7 @@ class Driver(ABC):
         if self._specs[key].channel_format == "string":
             outlet.push_chunk([list(s) for s in samples], [float(t) for t in stamps])
         else:
-            outlet.push_chunk(samples, [float(t) for t in np.asarray(stamps, dtype=np.float64)])
+            outlet.push_chunk(samples, np.asarray(stamps, dtype=np.float64).tolist())
         self.pushed[key] = self.pushed.get(key, 0) + n
 
     def make_outlets(self) -> None:

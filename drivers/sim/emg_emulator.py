@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import struct
 import threading
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -25,6 +26,7 @@ from drivers.sim.pty import PtyPort
 log = logging.getLogger(__name__)
 
 Protocol = Literal["shimmer3-exg", "cyton", "cyton-daisy"]
+TimeOf = Callable[[np.ndarray], np.ndarray]
 
 
 class EmgFaults(BaseModel):
@@ -146,7 +148,9 @@ class ShimmerModel:
             return ack
         return b""
 
-    def packets(self, k: np.ndarray, t: np.ndarray, signal: EmgSignal) -> np.ndarray:
+    def packets(self, k: np.ndarray, time_of: TimeOf, signal: EmgSignal) -> np.ndarray:
+        """Data packets k; time_of(k) gives the true time of sample k."""
+        t = time_of(k)
         ids = self.channel_ids()
         layout = shimmer.Layout.from_ids(ids)
         rows = np.zeros((len(k), layout.packet_length), dtype=np.uint8)
@@ -251,11 +255,13 @@ class CytonModel:
         """Daisy: packet k (from 1) carries half of sample row (k - 1) // 2."""
         return (k - 1) // 2 if self.use_daisy else k
 
-    def packets(self, k: np.ndarray, t: np.ndarray, signal: EmgSignal) -> np.ndarray:
+    def packets(self, k: np.ndarray, time_of: TimeOf, signal: EmgSignal) -> np.ndarray:
+        """Packets k; time_of(k) gives the true time of packet k (a Daisy row is timed by its odd packet)."""
+        t = time_of(k)
         rows = np.zeros((len(k), cyton.PACKET), dtype=np.uint8)
         rows[:, 0] = cyton.HEADER
         rows[:, 1] = k % 256
-        counts = self._counts(k, t, signal)
+        counts = self._counts(k, time_of, signal)
         if self.use_daisy:
             board = (k % 2) == 1
             data = np.where(board[:, None], counts[:, :8], counts[:, 8:])
@@ -271,10 +277,9 @@ class CytonModel:
             rows[fresh, 30] = 0x20  # z = +1 g (8192 counts at 0.000125 g/count), i16 big-endian
         return rows
 
-    def _counts(self, k: np.ndarray, t: np.ndarray, signal: EmgSignal) -> np.ndarray:
+    def _counts(self, k: np.ndarray, time_of: TimeOf, signal: EmgSignal) -> np.ndarray:
         r = self.rows_of(k)
-        if self.use_daisy:
-            t = t - np.where(k % 2 == 0, 1.0 / cyton.RATE, 0.0)  # the row's time is its board packet's
+        t = time_of(2 * r + 1) if self.use_daisy else time_of(k)  # a Daisy row's time is its board packet's
         scales = np.array([cyton.microvolts_per_count(g) for g in self.gains[: self.n_channels]])
         return np.clip(np.round(signal.microvolts(r, t) / scales), -(1 << 23), (1 << 23) - 1).astype(np.int64)
 
@@ -380,9 +385,8 @@ class EmgEmulator:
             return
         k = np.arange(self.next_k, end, dtype=np.int64)
         self.next_k = end
-        t = self.clock.true_time(k)
-        rows = self.model.packets(k, t, self.signal)
-        self.port.write(self._apply_faults(k, t, rows))
+        rows = self.model.packets(k, self.clock.true_time, self.signal)
+        self.port.write(self._apply_faults(k, self.clock.true_time(k), rows))
         self.sent_packets += len(k)
 
     def _apply_faults(self, k: np.ndarray, t: np.ndarray, rows: np.ndarray) -> bytes:
