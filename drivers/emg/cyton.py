@@ -134,6 +134,11 @@ class CytonProtocol:
     def counter_period(self) -> float:
         return 1.0 / RATE  # one packet
 
+    @property
+    def completion_offset(self) -> int:
+        """A Daisy sample is numbered by its first packet but only complete with its second."""
+        return 1 if self.daisy else 0
+
     def channel_names(self) -> list[str]:
         return [f"ch{i + 1}" for i in range(16 if self.daisy else 8)]
 

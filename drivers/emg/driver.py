@@ -120,9 +120,11 @@ class EmgDriver(Driver):
         self.drops = self.lost_before + self.parser.stats.lost
         if len(s) == 0:
             return
-        self.fit.add(int(s.counters[-1]), arrival)
+        # the arrival belongs to the packet that completed the last sample
+        last = int(s.counters[-1]) + self.protocol.completion_offset
+        self.fit.add(last, arrival)
         if self.jitter_log is not None:
-            self.jitter_log.append((int(s.counters[-1]), arrival))
+            self.jitter_log.append((last, arrival))
         out = np.empty((len(s), s.values.shape[1] + 2), dtype=np.float32)
         out[:, :-2] = s.values
         out[:, -2] = s.trigger

@@ -201,6 +201,8 @@ class ShimmerProtocol:
         """Seconds per unit of the unwrapped counter (one crystal tick)."""
         return 1.0 / TICK_RATE
 
+    completion_offset = 0  # a sample is complete with its own packet
+
     def channel_names(self) -> list[str]:
         assert self.layout is not None
         return [EXG_NAMES[c] for c in self.layout.exg_ids()]
