@@ -112,6 +112,11 @@ def _standalone_settings(cls, args: argparse.Namespace):  # noqa: ANN202 - the d
         if not args.protocol or not args.port:
             raise UsageError("flexcap driver emg needs --protocol and --port (or --rig and --id)")
         return cls.Settings(protocol=args.protocol, port=args.port, rate=args.rate, name=args.name)
+    if args.kind == "chest":
+        if not (args.emulate or args.replay or args.address or args.strap):
+            raise UsageError("flexcap driver chest needs --address, --strap NAME, --emulate or --replay FILE")
+        return cls.Settings(address=args.address, name=args.strap, replay=args.replay, log=args.log,
+                            stream_prefix=args.name)
     return cls.Settings()
 
 
@@ -141,8 +146,9 @@ def cmd_driver(args: argparse.Namespace) -> int:
     else:
         apply_default_lsl_settings()
         device_id = args.id or args.name or args.kind.removeprefix("sim-")
-        ctx = DriverContext(device_id, args.kind, settings=_standalone_settings(cls, args),
-                            sim=SimLabSettings() if args.kind.startswith("sim-") else None)
+        connection = "emulator" if args.emulate else ""
+        ctx = DriverContext(device_id, args.kind, connection=connection, settings=_standalone_settings(cls, args),
+                            sim=SimLabSettings() if args.kind.startswith("sim-") or args.emulate else None)
     driver = cls(ctx)
     stop = threading.Event()
     _stop_on_signals(stop)
@@ -249,13 +255,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_streams)
 
     d = sub.add_parser("driver", help="run one driver standalone")
-    d.add_argument("kind", help="emg, or a simulated device: sim-chest, sim-camera, sim-trigger")
+    d.add_argument("kind", help="emg, chest, or a simulated device: sim-camera, sim-trigger")
     d.add_argument("--rig", help="rig file with the device's settings")
     d.add_argument("--id", help="device id (in the rig file)")
     d.add_argument("--protocol", choices=EMG_PROTOCOLS, help="emg: the amplifier's protocol")
     d.add_argument("--port", help="emg: serial port, e.g. /dev/ttyUSB0 or an emulator's pty")
     d.add_argument("--rate", type=float, help="emg: sampling rate in Hz")
-    d.add_argument("--name", help="LSL stream name")
+    d.add_argument("--name", help="LSL stream name (chest: the streams' name prefix)")
+    d.add_argument("--address", help="chest: the strap's Bluetooth address")
+    d.add_argument("--strap", metavar="NAME", help="chest: connect to the first strap whose name starts so")
+    d.add_argument("--emulate", action="store_true", help="chest: a simulated Polar H10 instead of a strap")
+    d.add_argument("--replay", metavar="FILE", help="chest: replay a notification log")
+    d.add_argument("--log", metavar="FILE", help="chest: save every notification (JSON lines)")
     d.add_argument("--control", choices=["none", "stdio"], default="none", help=argparse.SUPPRESS)
     d.set_defaults(func=cmd_driver)
 

@@ -28,7 +28,9 @@ def write_rig_snapshot(rig: Rig) -> str:
     return path
 
 
-EMULATED = "emulator"  # a device's connection: the supervisor runs the device's emulator on a pty
+EMULATED = "emulator"  # a device's connection: its emulator stands in for the device
+# kinds whose emulator is a process of its own (serial devices on a pty); the others (BLE straps) are
+# emulated inside their driver, at the radio library's interface
 EMULATOR_COMMANDS = {"emg": ["emulate", "emg"]}
 
 
@@ -39,12 +41,10 @@ class Supervisor:
         self.children: dict[str, ChildProcess] = {}
         self.emulators: dict[str, ChildProcess] = {}
         self._rig_file = write_rig_snapshot(rig)
-        for dev in rig.enabled_devices():
-            if dev.connection == EMULATED and dev.kind not in EMULATOR_COMMANDS:
-                raise ValueError(f"{rig.source}: device {dev.id!r}: no emulator for kind {dev.kind!r}")
 
     def start(self) -> None:
-        emulated = [d.id for d in self.rig.enabled_devices() if d.connection == EMULATED]
+        emulated = [d.id for d in self.rig.enabled_devices()
+                    if d.connection == EMULATED and d.kind in EMULATOR_COMMANDS]
         for device_id in emulated:
             self.start_emulator(device_id)
         for device_id in emulated:  # wait until each pty exists, so drivers connect at their first try
@@ -89,9 +89,10 @@ class Supervisor:
         return [d.id for d in self.rig.enabled_devices() if driver_class(d.kind).writes_frames]
 
     def truth_sources(self) -> list[ChildProcess]:
-        """Processes that know a simulated device's true timing: sim drivers and device emulators."""
-        sims = [self.children[d.id] for d in self.rig.enabled_devices()
-                if d.kind.startswith("sim-") and d.id in self.children]
+        """Processes that know a simulated device's true timing: sim drivers, drivers that emulate their
+        device in-process (at the radio library's interface), and emulator processes."""
+        sims = [self.children[d.id] for d in self.rig.enabled_devices() if d.id in self.children and (
+            d.kind.startswith("sim-") or (d.connection == EMULATED and d.kind not in EMULATOR_COMMANDS))]
         return sims + list(self.emulators.values())
 
     def pids(self) -> dict[str, int]:

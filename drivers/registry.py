@@ -8,7 +8,7 @@ from drivers.runtime.driver import Driver
 
 DRIVER_KINDS: dict[str, str] = {
     "emg": "drivers.emg.driver:EmgDriver",
-    "sim-chest": "drivers.sim.chest:SimChestDriver",
+    "chest": "drivers.chest.driver:ChestDriver",
     "sim-camera": "drivers.sim.camera:SimCameraDriver",
     "sim-trigger": "drivers.sim.trigger:SimTriggerDriver",
 }

@@ -47,7 +47,7 @@ def test_out_of_range_setting(tmp_path):
 
 
 def test_unknown_kind_lists_known_kinds(tmp_path):
-    path = write(tmp_path, SIM_TEXT.replace('kind = "sim-chest"', 'kind = "polar-h11"'))
+    path = write(tmp_path, SIM_TEXT.replace('kind = "chest"', 'kind = "polar-h11"'))
     with pytest.raises(RigError) as err:
         load_rig(path)
     assert f"{path}: devices[5] (id 'chest').kind: unknown device kind 'polar-h11'" in str(err.value)

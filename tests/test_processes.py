@@ -175,9 +175,10 @@ def test_standalone_emulator_and_driver(tmp_path):
     assert not link.exists()  # the emulator removes its link when it stops
 
 
-@pytest.mark.parametrize("kind", ["sim-chest", "sim-trigger"])
-def test_standalone_driver_kinds_start(kind):
-    proc = subprocess.Popen([*FLEXCAP, "driver", kind], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+@pytest.mark.parametrize("args", [["chest", "--emulate"], ["sim-trigger"]])
+def test_standalone_driver_kinds_start(args):
+    kind = args[0]
+    proc = subprocess.Popen([*FLEXCAP, "driver", *args], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
         device = kind.removeprefix("sim-")
         found = pylsl.resolve_byprop("source_id", f"flexcap:standalone:{device}:status", 1, 20.0)

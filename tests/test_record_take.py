@@ -20,7 +20,7 @@ from drivers.sim.emg_signal import EmgSignal, device_seed
 EMG_UNITS = ("emg1", "emg2", "emg3", "emg4")
 DEVICES = ("trigger", *EMG_UNITS, "chest", "cam1", "cam2", "cam3", "cam4", "phone")
 EXPECTED_STREAMS = {
-    *EMG_UNITS, "chest_hr", "chest_rr", "chest_ecg", "chest_acc", "trigger_pulses",
+    *EMG_UNITS, "chest_hr", "chest_rr", "chest_ecg", "chest_acc", "chest_breathing", "trigger_pulses",
     "cam1", "cam2", "cam3", "cam4", "phone", *(f"{d}_status" for d in DEVICES),
 }
 

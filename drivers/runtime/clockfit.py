@@ -39,9 +39,7 @@ class ClockFit:
         self.slope = nominal_period
         self.intercept = 0.0
         self.resets = 0
-        self._last_counter: float | None = None
-        self._last_time = -np.inf
-        self.clamped = 0
+        self._monotonic = MonotonicStamps()
         self.refit_every_s = refit_every_s
         self._refit_at = -np.inf  # device time (counter units * period) of the last refit
 
@@ -54,8 +52,7 @@ class ClockFit:
         self._ref = None
         self._refit_at = -np.inf
         self.slope = self.nominal_period
-        self._last_counter = None
-        self._last_time = -np.inf
+        self._monotonic = MonotonicStamps()
         self.resets += 1
 
     def add(self, counter: int, arrival: float) -> None:
@@ -125,22 +122,33 @@ class ClockFit:
         return self.intercept + self.slope * rel
 
     def stamp(self, counters: np.ndarray) -> np.ndarray:
-        """Time stamps for the next block of samples, never earlier than half a period after the
-        previous block's last stamp (a refit may move the line by a few microseconds)."""
-        t = self.time_of(counters)
-        if len(t) == 0:
-            return t
-        c0 = float(np.asarray(counters, dtype=np.float64)[0])
-        if self._last_counter is not None:
-            floor = self._last_time + 0.5 * self.slope * max(c0 - self._last_counter, 1.0)
-            if t[0] < floor:
-                t = t + (floor - t[0])
-                self.clamped += 1
-        self._last_counter = float(np.asarray(counters, dtype=np.float64)[-1])
-        self._last_time = float(t[-1])
-        return t
+        """Time stamps for the next block of samples of the one stream this fit serves."""
+        return self._monotonic.clamp(counters, self.time_of(counters), self.slope)
 
     @property
     def drift_ppm(self) -> float:
         """How much faster than nominal the device's clock runs, in parts per million."""
         return (self.nominal_period / self.slope - 1.0) * 1e6
+
+
+class MonotonicStamps:
+    """Keeps one stream's stamps rising: a refit may move the line by a few microseconds, and a block
+    must not start before half a sample period after the previous block's last stamp."""
+
+    def __init__(self) -> None:
+        self.last_counter: float | None = None
+        self.last_time = -np.inf
+        self.clamped = 0
+
+    def clamp(self, counters: np.ndarray, times: np.ndarray, slope: float) -> np.ndarray:
+        if len(times) == 0:
+            return times
+        c = np.asarray(counters, dtype=np.float64)
+        if self.last_counter is not None:
+            floor = self.last_time + 0.5 * slope * max(c[0] - self.last_counter, 1.0)
+            if times[0] < floor:
+                times = times + (floor - times[0])
+                self.clamped += 1
+        self.last_counter = float(c[-1])
+        self.last_time = float(times[-1])
+        return times
