@@ -20,8 +20,16 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set `stop`. Not directly: a handler runs between two bytecodes of the main
+    thread, which may be inside stop.set() or stop.wait() holding the event's lock, and a second signal
+    (the kernel's parent-death SIGTERM, then the supervisor's) would deadlock on it. A helper thread
+    sets the event instead, once."""
+    requested = [False]  # a plain flag: no lock to be re-entered
+
     def handler(signum: int, _frame: object) -> None:
-        stop.set()
+        if not requested[0]:
+            requested[0] = True
+            threading.Thread(target=stop.set, name="stop-signal", daemon=True).start()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)

@@ -42,3 +42,20 @@ def sim_take(tmp_path_factory: pytest.TempPathFactory):
         assert missing == []
         result = ctl.record(TakeInfo(subject="S01", action="squat", repetition=1), duration=6.0)
     return result
+
+
+def wait_for_stream(prop: str, value: str, timeout: float = 20.0):
+    """The first LSL stream whose `prop` equals `value` (a continuous resolver: one-shot resolves can
+    miss a stream while many others answer)."""
+    import time
+
+    import pylsl
+
+    resolver = pylsl.ContinuousResolver(prop, value)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = resolver.results()
+        if found:
+            return found[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no LSL stream with {prop} = {value!r} within {timeout:g} s")

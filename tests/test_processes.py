@@ -19,7 +19,7 @@ import pytest
 
 from acquisition.config import TakeInfo, parse_rig
 from acquisition.rig import RigController
-from tests.conftest import EMULATED_EMG, SMALL_CAMERA, small_rig_data
+from tests.conftest import EMULATED_EMG, SMALL_CAMERA, small_rig_data, wait_for_stream
 
 ROOT = Path(__file__).resolve().parents[1]
 FLEXCAP = [sys.executable, "-m", "acquisition.cli"]
@@ -29,7 +29,7 @@ PARENT = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     from acquisition.config import parse_rig
     from acquisition.rig import RigController
-    from tests.conftest import EMULATED_EMG, SMALL_CAMERA, small_rig_data
+    from tests.conftest import EMULATED_EMG, SMALL_CAMERA, small_rig_data, wait_for_stream
     rig = parse_rig(small_rig_data([
         EMULATED_EMG,
         {{"kind": "sim-camera", "id": "cam", "settings": SMALL_CAMERA}},
@@ -187,3 +187,17 @@ def test_standalone_driver_kinds_start(args):
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=15)
     assert proc.returncode == 0
+
+
+def test_repeated_sigterm_still_stops_the_driver():
+    """A dying supervisor's children get SIGTERM from the kernel and again from the supervisor: a
+    handler re-entered while it holds the stop event's lock used to deadlock."""
+    proc = subprocess.Popen([*FLEXCAP, "driver", "sim-trigger", "--id", "sigterm"], cwd=ROOT,
+                            stderr=subprocess.DEVNULL)
+    wait_for_stream("source_id", "flexcap:standalone:sigterm:status")
+    for _ in range(50):
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            break
+    assert proc.wait(timeout=10) == 0

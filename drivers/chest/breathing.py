@@ -24,6 +24,7 @@ ACC_RATE = 10.0  # Hz after decimation
 RR_RATE = 4.0
 MIN_SPAN_S = 20.0
 AGREE_BPM = 2.0
+ACC_TRUSTED = 0.5
 
 
 @dataclass
@@ -55,8 +56,11 @@ def spectral_peak(x: np.ndarray, fs: float, lo: float, hi: float) -> Estimate:
         if denom < 0:
             f += 0.5 * (a - c) / denom * (freqs[1] - freqs[0])
     width = max(1, int(round(0.05 / (freqs[1] - freqs[0]))))  # +-0.05 Hz counts as the peak
-    peak = spec[max(0, k - width) : k + width + 1].sum()
-    return Estimate(float(f * 60.0), float(peak / spec[band].sum()))
+    near = band & (np.abs(np.arange(len(freqs)) - k) <= width)
+    quality = float(spec[near].sum() / spec[band].sum())
+    if f > hi - 0.03 or f < lo + 0.01:
+        quality *= 0.1  # a peak at the band's edge is leakage or an alias, not a breathing rate
+    return Estimate(float(f * 60.0), quality)
 
 
 def _bandpass(x: np.ndarray, fs: float, hi: float) -> np.ndarray:
@@ -92,15 +96,18 @@ def from_rr(beats: np.ndarray, rr_ms: np.ndarray) -> Estimate:
 
 
 def fuse(acc: Estimate, rsa: Estimate) -> Estimate:
+    """Average when the two agree; otherwise trust the chest motion while it is clean (RSA cannot see
+    breathing faster than half the heart rate and fades with effort), then whichever is better."""
     valid = [e for e in (acc, rsa) if e.quality > 0 and np.isfinite(e.rate_bpm)]
     if not valid:
         return Estimate.none()
-    if len(valid) == 2 and abs(acc.rate_bpm - rsa.rate_bpm) <= AGREE_BPM:
+    if len(valid) == 1:
+        return valid[0]
+    if abs(acc.rate_bpm - rsa.rate_bpm) <= AGREE_BPM:
         w = acc.quality + rsa.quality
-        return Estimate((acc.rate_bpm * acc.quality + rsa.rate_bpm * rsa.quality) / w, min(1.0, max(acc.quality,
-                                                                                                  rsa.quality)))
-    best = max(valid, key=lambda e: e.quality)
-    return Estimate(best.rate_bpm, best.quality * (0.5 if len(valid) == 2 else 1.0))  # disagreement lowers trust
+        return Estimate((acc.rate_bpm * acc.quality + rsa.rate_bpm * rsa.quality) / w, max(acc.quality, rsa.quality))
+    best = acc if acc.quality >= ACC_TRUSTED else max(valid, key=lambda e: e.quality)
+    return Estimate(best.rate_bpm, best.quality * 0.5)  # the two disagree: lower confidence
 
 
 class BreathingEstimator:

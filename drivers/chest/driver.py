@@ -94,6 +94,7 @@ class ChestDriver(Driver):
         self.mtu: int | None = None
         self.replay_entries: list[dict[str, Any]] = []
         self.replay_pos = 0
+        self.replay_loaded = False
         self.replay_started = 0.0
 
     def _reset_timing(self) -> None:
@@ -320,6 +321,7 @@ class ChestDriver(Driver):
             except (ValueError, KeyError, TypeError) as exc:
                 raise DeviceError(f"{path}:{n}: not a notification log line ({exc})") from None
         self.replay_entries = entries
+        self.replay_loaded = True
         self.replay_pos = 0
         self.replay_started = time.monotonic()
 
@@ -340,7 +342,7 @@ class ChestDriver(Driver):
 
     @property
     def replay_done(self) -> bool:
-        return bool(self.settings.replay) and self.replay_pos >= len(self.replay_entries)
+        return self.replay_loaded and self.replay_pos >= len(self.replay_entries)
 
     # -- status ---------------------------------------------------------------------------------------
     def status_extra(self) -> dict[str, Any]:

@@ -15,5 +15,8 @@ def runtime_dir() -> Path:
 
 def emulator_link(rig_name: str, device_id: str) -> Path:
     """The stable path of an emulated serial device (a symlink to its current pseudo-terminal), like
-    a udev /dev/serial/by-id link: it survives the emulator's simulated unplug and replug."""
-    return runtime_dir() / f"{rig_name}-{device_id}.tty"
+    a udev /dev/serial/by-id link: it survives the emulator's simulated unplug and replug. The
+    supervisor's pid (which its driver and emulator children share) keeps two rigs apart."""
+    supervisor = os.environ.get("FLEXCAP_PARENT_PID")
+    suffix = f"-{supervisor}" if supervisor else ""
+    return runtime_dir() / f"{rig_name}-{device_id}{suffix}.tty"
