@@ -118,7 +118,7 @@ def test_bit_exact_through_pty_serial_and_lsl(protocol, rate):
     stamps = np.asarray(bench.stamps)
     assert np.all(np.diff(stamps) > 0)
     nominal = {"shimmer3-exg": rate, "cyton": 250.0, "cyton-daisy": 125.0}[protocol]
-    assert (len(stamps) - 1) / (stamps[-1] - stamps[0]) == pytest.approx(nominal, rel=2e-3)
+    assert (len(stamps) - 1) / (stamps[-1] - stamps[0]) == pytest.approx(nominal, rel=5e-3)
     assert bench.driver.drops == 0
 
 
