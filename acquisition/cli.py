@@ -105,12 +105,13 @@ def cmd_streams(args: argparse.Namespace) -> int:
     if not infos:
         print(f"no LSL streams found within {args.wait:g} s")
         return 0
+    from drivers.runtime.streams import FORMAT_NAMES
+
     print(f"{'name':<20}{'type':<18}{'ch':>4}{'rate':>8}  {'format':<9}{'host':<16}source_id")
     for i in infos:
-        fmt = {1: "float32", 2: "double64", 3: "string", 4: "int32", 5: "int16", 6: "int8", 7: "int64"}
         rate = f"{i.nominal_srate():g}" if i.nominal_srate() > 0 else "irreg"
         print(f"{i.name()[:19]:<20}{i.type()[:17]:<18}{i.channel_count():>4}{rate:>8}  "
-              f"{fmt.get(i.channel_format(), '?'):<9}{i.hostname()[:15]:<16}{i.source_id()}")
+              f"{FORMAT_NAMES.get(i.channel_format(), '?'):<9}{i.hostname()[:15]:<16}{i.source_id()}")
     return 0
 
 

@@ -116,7 +116,6 @@ class TakeInfo(BaseModel):
     action: str = Field(pattern=ID_PATTERN)
     repetition: int = Field(ge=1)
     operator: str = ""
-    session: str | None = None
 
 
 def _loc(loc: tuple[Any, ...]) -> str:

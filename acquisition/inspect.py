@@ -41,7 +41,7 @@ def inspect_take(path: str | Path) -> dict[str, Any]:
         stop = float(f.attrs.get("stopped_lsl", np.nan))
         streams = {}
         for sid, g in f["streams"].items():
-            ts = g["time_stamps"][()]
+            ts = g["time_stamps"][()] + float(g.attrs.get("window_offset", 0.0))  # on the recorder's clock
             n = len(ts)
             srate = float(g.attrs["nominal_srate"])
             duration = float(ts[-1] - ts[0]) if n > 1 else 0.0

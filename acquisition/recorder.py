@@ -27,7 +27,7 @@ import pylsl
 
 from acquisition.config import RecorderSettings
 from acquisition.takefile import StreamMeta, TakeWriter
-from drivers.runtime.streams import CHANNEL_FORMATS
+from drivers.runtime.streams import CHANNEL_FORMATS, FORMAT_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +52,9 @@ def stream_meta(stream_id: str, info: pylsl.StreamInfo) -> StreamMeta:
     return StreamMeta(
         stream_id=stream_id, name=info.name(), type=info.type(), source_id=info.source_id(),
         hostname=info.hostname(), nominal_srate=info.nominal_srate(),
-        channel_format=_format_name(info.channel_format()), channel_count=n, info_xml=info.as_xml(),
+        channel_format=FORMAT_NAMES[info.channel_format()], channel_count=n, info_xml=info.as_xml(),
         labels=labels[:n] + [""] * pad, units=units[:n] + [""] * pad, types=types[:n] + [""] * pad,
     )
-
-
-def _format_name(code: int) -> str:
-    names = {pylsl.cf_float32: "float32", pylsl.cf_double64: "double64", pylsl.cf_string: "string",
-             pylsl.cf_int32: "int32", pylsl.cf_int16: "int16", pylsl.cf_int8: "int8", pylsl.cf_int64: "int64"}
-    return names[code]
 
 
 @dataclass
@@ -115,7 +109,7 @@ class Recorder:
                          threading.Thread(target=self._offset_loop, name="offsets", daemon=True)]
         for t in self._threads:
             t.start()
-        self.polls = 0
+        self.polls = 0  # diagnostics: pull rounds so far
 
     # -- control ----------------------------------------------------------------------------------
     def connect(self, streams: list[dict[str, str]]) -> dict[str, Any]:
@@ -153,15 +147,19 @@ class Recorder:
             writer = TakeWriter(path_, attrs, [s.meta for s in states], cameras,
                                 self.settings.flush_interval_s, self.settings.fsync_interval_s, window_offset)
             take = TakeState(writer=writer, start=start_lsl, missing=self._missing(), window_offset=window_offset)
-            writer.add_event(start_lsl, "take_start")
-            for s in states:
-                if s.offset_measured_at is not None:  # the measurement the window uses
-                    writer.add_clock_offset(s.stream_id, s.offset_measured_at, s.offset)
-            for s in states:
-                for samples, stamps in s.preroll:
-                    self._write(take, s, samples, stamps)
-                s.preroll.clear()
-            writer.maybe_flush()
+            try:
+                writer.add_event(start_lsl, "take_start")
+                for s in states:
+                    if s.offset_measured_at is not None:  # the measurement the window uses
+                        writer.add_clock_offset(s.stream_id, s.offset_measured_at, s.offset)
+                for s in states:
+                    for samples, stamps in s.preroll:
+                        self._write(take, s, samples, stamps)
+                    s.preroll.clear()
+                writer.maybe_flush()
+            except Exception as exc:
+                writer.abandon()
+                raise RecorderError(f"starting {path_} failed: {type(exc).__name__}: {exc}") from exc
             self._take = take
         self._offsets_now.set()
         return {"path": str(path_), "streams": [s.stream_id for s in states], "missing": take.missing}
@@ -177,6 +175,9 @@ class Recorder:
                 take.reason = reason
         self._offsets_now.set()
         if not take.done.wait(timeout):
+            with self._lock:
+                if self._take is take:
+                    self._take = None  # free the recorder for the next take; this file keeps what was flushed
             raise RecorderError(f"the take did not close within {timeout:g} s")
         with self._lock:
             if self._take is take:
@@ -279,12 +280,12 @@ class Recorder:
             self.polls += 1
             with self._lock:
                 take = self._take if self._take is not None and not self._take.done.is_set() else None
-                self._drain_offsets(take)
-                for s in list(self._inlets.values()):
-                    self._pull(take, s)
-                if take is None:
-                    continue
                 try:
+                    self._drain_offsets(take)
+                    for s in list(self._inlets.values()):
+                        self._pull(take, s)
+                    if take is None:
+                        continue
                     now = time.monotonic()
                     if now - last_disk_check >= 1.0:
                         last_disk_check = now
@@ -293,8 +294,11 @@ class Recorder:
                         self._close(take)
                     else:
                         take.writer.maybe_flush()
-                except OSError as exc:
-                    self._fail(take, f"writing {take.writer.path} failed: {exc}")
+                except Exception as exc:  # a failed write ends this take cleanly; the thread lives on
+                    if take is None:
+                        log.exception("pulling failed")
+                    else:
+                        self._fail(take, f"writing {take.writer.path} failed: {type(exc).__name__}: {exc}")
 
     def _drain_offsets(self, take: TakeState | None) -> None:
         while True:
@@ -400,6 +404,7 @@ class Recorder:
             take.writer.close({"stopped_lsl": pylsl.local_clock(), "stop_reason": message})
         except Exception as exc:  # the file keeps everything flushed before the failure
             log.error("closing after the failure also failed: %s", exc)
+            take.writer.abandon()
         take.done.set()
         self.emit("take_failed", error=message)
 

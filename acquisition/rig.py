@@ -130,7 +130,10 @@ class RigController:
             self.recorder.request("start", timeout=30, path=str(path / TAKE_FILE), attrs=attrs,
                                   cameras={c: f"{c}.h5" for c in cameras}, start_lsl=start_lsl)
         except ChildError as exc:
-            path.rmdir()  # nothing was recorded: leave no empty take behind
+            try:
+                path.rmdir()  # nothing was recorded: leave no empty take behind
+            except OSError:
+                log.warning("%s was not removed: it is not empty", path)
             raise RigControlError(f"the take did not start: {exc}") from exc
         self.active = ActiveTake(take, session, path, start_lsl, started_at)
         for cam in cameras:

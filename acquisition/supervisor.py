@@ -15,6 +15,7 @@ from typing import Any
 
 from acquisition.config import Rig
 from drivers.registry import driver_class
+from drivers.runtime.driver import EMULATED
 from drivers.runtime.process import ChildProcess
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,6 @@ def write_rig_snapshot(rig: Rig) -> str:
     return path
 
 
-EMULATED = "emulator"  # a device's connection: its emulator stands in for the device
 # kinds whose emulator is a process of its own (serial devices on a pty); the others (BLE straps) are
 # emulated inside their driver, at the radio library's interface
 EMULATOR_COMMANDS = {"emg": ["emulate", "emg"]}
@@ -98,9 +98,6 @@ class Supervisor:
     def pids(self) -> dict[str, int]:
         return {**{k: c.pid for k, c in self.children.items()},
                 **{f"{k} emulator": c.pid for k, c in self.emulators.items()}}
-
-    def alive(self) -> dict[str, bool]:
-        return {k: c.alive() for k, c in self.children.items()}
 
     def stop(self) -> None:
         for child in [*self.children.values(), *self.emulators.values()]:  # all at once, then wait for each

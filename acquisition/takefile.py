@@ -153,6 +153,14 @@ class TakeWriter:
         if self.schedule.due():
             self.schedule.run(self.f)
 
+    def abandon(self) -> None:
+        """Close without the end-of-take step (after a failure): the file keeps what was flushed."""
+        try:
+            self.f.close()
+        except Exception:  # the HDF5 file may already be unusable; SWMR readers still get the flushed part
+            pass
+        self.closed = True
+
     def close(self, final_attrs: dict[str, Any], keep_until: dict[str, float] | None = None) -> dict[str, int]:
         """Flush, fsync and close; then, in a normal (non-SWMR) open, drop samples stamped after each
         stream's stop time (`keep_until`, on that stream's clock: they were written before the stop
@@ -191,12 +199,6 @@ def stream_strings(group: h5py.Group) -> list[list[str]]:
     n = min(n, group["time_stamps"].shape[0])
     flat = read_records(group["string_bytes"], ends, 0, n * c)
     return [[flat[i * c + j].decode("utf-8", "replace") for j in range(c)] for i in range(n)]
-
-
-def stream_values(group: h5py.Group) -> np.ndarray:
-    """Numeric samples that have a time stamp (rows written before a crash without one are ignored)."""
-    n = group["time_stamps"].shape[0]
-    return group["time_series"][:n]
 
 
 def find_take_file(path: str | os.PathLike) -> Path:

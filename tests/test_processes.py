@@ -70,7 +70,6 @@ def test_restart_one_device_keeps_the_others(tmp_path):
         ctl.supervisor.restart_device("emg")
         after = ctl.supervisor.pids()
         assert after["trig"] == before["trig"] and after["emg"] != before["emg"]
-        assert not psutil.pid_exists(before["emg"]) or gone(before["emg"])
         # the recorder's inlet recovers the restarted stream (same source_id) by itself
         received = ctl.status()["streams"]["emg"]["received"]
         deadline = time.monotonic() + 20

@@ -116,7 +116,7 @@ class FrameFile:
         return read_records(self.f["frame_bytes"], self.f["frame_ends"], k, k + 1)[0]
 
     def frames(self, start: int = 0, stop: int | None = None) -> list[bytes]:
-        return read_records(self.f["frame_bytes"], self.f["frame_ends"], start, stop or len(self))
+        return read_records(self.f["frame_bytes"], self.f["frame_ends"], start, len(self) if stop is None else stop)
 
     @property
     def time_stamps(self) -> np.ndarray:

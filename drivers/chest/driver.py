@@ -23,14 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from drivers.chest import hrs, pmd
 from drivers.chest.breathing import BreathingEstimator
 from drivers.runtime.clockfit import ClockFit, MonotonicStamps
-from drivers.runtime.driver import DeviceError, Driver, DriverContext
+from drivers.runtime.driver import EMULATED, DeviceError, Driver, DriverContext
 from drivers.runtime.streams import IRREGULAR_RATE, StreamSpec, channels
 from drivers.sim.h10 import ADDRESS, EmulatedH10Backend, H10Settings, SimulatedH10
 from drivers.sim.lab import SimLabSettings
 
 log = logging.getLogger(__name__)
 
-EMULATOR = "emulator"
 RR_BREAK_S = 1.5  # notifications further apart than their RR intervals explain: some were lost
 COMMAND_TIMEOUT_S = 5.0
 
@@ -73,7 +72,7 @@ class ChestDriver(Driver):
     def __init__(self, ctx: DriverContext) -> None:
         super().__init__(ctx)
         s: ChestSettings = self.settings
-        self.emulated = ctx.connection == EMULATOR
+        self.emulated = ctx.connection == EMULATED
         self.strap: SimulatedH10 | None = None
         if self.emulated:
             self.strap = SimulatedH10(s.emulator, ctx.sim or SimLabSettings(), seed=sum(ctx.device_id.encode()))
@@ -104,6 +103,8 @@ class ChestDriver(Driver):
         self.rr_fit = ClockFit(1 / 1024.0)  # cumulative RR (the strap's beat timer) -> host seconds
         self.rr_total = 0
         self.last_hr_arrival: float | None = None
+        self.last_hr_stamp = -np.inf
+        self.rr_monotonic = MonotonicStamps()
 
     # -- connection -----------------------------------------------------------------------------------
     def open(self) -> None:
@@ -121,6 +122,7 @@ class ChestDriver(Driver):
         except DeviceError:
             raise
         except Exception as exc:
+            future.cancel()  # a timed-out attempt must not connect behind the next one
             raise DeviceError(f"cannot connect to the strap: {type(exc).__name__}: {exc}") from None
 
     async def _connect(self) -> None:
@@ -269,13 +271,15 @@ class ChestDriver(Driver):
             ends = self.rr_total + np.cumsum(rr)
             self.rr_total = int(ends[-1])
             self.rr_fit.add(self.rr_total, arrival)
-            beat_times = self.rr_fit.time_of(ends)
+            beat_times = self.rr_monotonic.clamp(ends, self.rr_fit.time_of(ends), self.rr_fit.slope)
             rr_ms = np.array(rr, dtype=np.float64) * 1000.0 / 1024.0
             self.publish("rr", rr_ms.astype(np.float32)[:, None], beat_times)
             self.breathing.add_rr(beat_times, rr_ms)
             stamp = float(beat_times[-1])
         else:
             stamp = arrival
+        stamp = max(stamp, self.last_hr_stamp + 1e-6)  # beat-stamped and arrival-stamped values interleave
+        self.last_hr_stamp = stamp
         self.last_hr_arrival = arrival
         self.publish("hr", np.array([[m.bpm]], dtype=np.float32), [stamp])
 

@@ -111,7 +111,6 @@ class DaisyParser:
 class CytonProtocol:
     """Soft-reset, configure and start a Cyton (optionally with its Daisy) through the dongle."""
 
-    tick_rate = RATE
     baudrate = 115200
 
     def __init__(self, daisy: bool = False, rate: float | None = None, gain: int = 24, trigger: bool = True) -> None:

@@ -18,13 +18,12 @@ from drivers.emg.packets import Samples
 from drivers.emg.shimmer import ShimmerProtocol
 from drivers.emg.transport import SerialTransport, Transport
 from drivers.runtime.clockfit import ClockFit
-from drivers.runtime.driver import DeviceError, Driver, DriverContext
+from drivers.runtime.driver import EMULATED, DeviceError, Driver, DriverContext
 from drivers.runtime.paths import emulator_link
 from drivers.runtime.streams import ChannelSpec, StreamSpec, channels
 from drivers.sim.emg_emulator import EmgEmulatorSettings
 
 PROTOCOL_CHANNELS = {"shimmer3-exg": 4, "cyton": 8, "cyton-daisy": 16}
-EMULATOR = "emulator"
 
 
 class EmgSettings(BaseModel):
@@ -60,7 +59,7 @@ class EmgSettings(BaseModel):
 
 
 def port_of(ctx: DriverContext, settings: EmgSettings) -> str:
-    if ctx.connection == EMULATOR:
+    if ctx.connection == EMULATED:
         return str(emulator_link(ctx.rig_name, ctx.device_id))
     port = settings.port or (ctx.connection if ctx.connection and "://" not in ctx.connection else None)
     if not port:
@@ -142,9 +141,14 @@ class EmgDriver(Driver):
 
     def status_extra(self) -> dict[str, Any]:
         stats = self.parser.stats if self.parser is not None else None
+        try:
+            port = port_of(self.ctx, self.settings)
+        except DeviceError as exc:
+            port = str(exc)
         return {
             "protocol": self.settings.protocol,
-            "port": port_of(self.ctx, self.settings),
+            "port": port,
+            "device_info": self.protocol.info,
             "lost_packets": self.drops,
             "garbage_bytes": stats.garbage_bytes if stats else 0,
             "resyncs": stats.resyncs if stats else 0,

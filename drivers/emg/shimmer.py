@@ -181,7 +181,6 @@ class ShimmerProtocol:
     """Reset, configure and start a Shimmer3 ExG unit; gives the parser for its packets."""
 
     name = "shimmer3-exg"
-    tick_rate = TICK_RATE
     baudrate = 115200
 
     def __init__(self, rate: float = 1024.0, gain: int = 12, trigger: bool = True) -> None:

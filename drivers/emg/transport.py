@@ -29,8 +29,6 @@ class Transport(Protocol):
 
     def write(self, data: bytes) -> None: ...
 
-    def discard_input(self) -> None: ...
-
     def close(self) -> None: ...
 
 
@@ -97,13 +95,6 @@ class SerialTransport:
             ser.flush()
         except (serial.SerialException, OSError) as exc:
             raise DeviceError(f"{self.port}: write failed (unplugged?): {exc}") from None
-
-    def discard_input(self) -> None:
-        ser = self._require()
-        try:
-            ser.reset_input_buffer()
-        except (serial.SerialException, OSError) as exc:
-            raise DeviceError(f"{self.port}: {exc}") from None
 
     def close(self) -> None:
         if self.ser is not None:

@@ -29,6 +29,7 @@ from drivers.runtime.streams import (
 log = logging.getLogger(__name__)
 
 STATUS_KEY = "status"
+EMULATED = "emulator"  # a device's connection when its emulator stands in for it
 STATUS_TYPE = "FlexcapStatus"
 
 
@@ -147,7 +148,6 @@ class StatusReporter:
         self.reconnects = 0
         self._last_t = pylsl.local_clock()
         self._last_counts = dict(driver.pushed)
-        self.history: list[dict[str, Any]] = []
 
     def due(self) -> bool:
         return pylsl.local_clock() - self._last_t >= self.interval_s
@@ -207,6 +207,7 @@ def run_driver(driver: Driver, stop: threading.Event, status_interval_s: float =
                     log.info("%s: connected", driver.ctx.device_id)
                 except Exception as exc:
                     status.last_error = _describe(exc)
+                    _safe_close(driver)  # release whatever the failed attempt opened (a port, a BLE link)
                     delay = next(delays)
                     next_attempt = time.monotonic() + delay
                     log.warning("%s: cannot open: %s (retry in %.2g s)", driver.ctx.device_id,
@@ -222,13 +223,20 @@ def run_driver(driver: Driver, stop: threading.Event, status_interval_s: float =
                 _safe_close(driver)
                 next_attempt = time.monotonic() + next(delays)
         if status.due():
-            status.report()
+            _safe_report(status)
     _safe_close(driver)
     try:
         driver.shutdown()
     finally:
         status.connected = False
+        _safe_report(status)
+
+
+def _safe_report(status: StatusReporter) -> None:
+    try:
         status.report()
+    except Exception as exc:  # a broken status field must not stop the data
+        log.warning("%s: status report failed: %s", status.driver.ctx.device_id, _describe(exc))
 
 
 def _safe_close(driver: Driver) -> None:

@@ -66,6 +66,13 @@ class StreamSpec:
         return json.dumps([c.type for c in self.channels])
 
 
+# liblsl's channel-format codes, by name
+FORMAT_CODES: dict[str, int] = {"float32": pylsl.cf_float32, "double64": pylsl.cf_double64, "string": pylsl.cf_string,
+                                "int32": pylsl.cf_int32, "int16": pylsl.cf_int16, "int8": pylsl.cf_int8,
+                                "int64": pylsl.cf_int64}
+FORMAT_NAMES: dict[int, str] = {code: name for name, code in FORMAT_CODES.items()}
+
+
 def source_id_for(rig_name: str, device_id: str, key: str) -> str:
     """A stable source_id: the same rig, device and stream give the same id on every run."""
     return f"flexcap:{rig_name}:{device_id}:{key}"

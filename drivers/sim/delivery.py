@@ -14,12 +14,10 @@ from drivers.sim.lab import SimClock
 
 
 class SimDelivery:
-    def __init__(self, clock: SimClock, block_interval_s: float, rng: np.random.Generator,
-                 frame_samples: int = 1) -> None:
+    def __init__(self, clock: SimClock, block_interval_s: float, rng: np.random.Generator) -> None:
         self.clock = clock
         self.block_interval_s = block_interval_s
         self.rng = rng
-        self.frame_samples = frame_samples  # deliver only whole frames of this many samples
         self.next_k = 0
         self.next_tick = clock.t0 + block_interval_s
         self.fit = ClockFit(1.0 / clock.nominal_rate)
@@ -39,10 +37,9 @@ class SimDelivery:
         return self.poll(target)
 
     def poll(self, delivered_at: float) -> tuple[np.ndarray, float] | None:
-        """Without waiting: the whole frames that reached the host by `delivered_at`."""
+        """Without waiting: the samples that reached the host by `delivered_at`."""
         arrival = pylsl.local_clock()
         end = self.clock.count_arrived(delivered_at)
-        end -= (end - self.next_k) % self.frame_samples
         if end <= self.next_k:
             return None
         counters = np.arange(self.next_k, end, dtype=np.int64)
