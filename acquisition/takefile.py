@@ -29,9 +29,8 @@ from drivers.runtime.h5append import (
     create_appendable,
     open_swmr_writer,
     read_records,
-    rows_until,
-    truncate_records,
-    truncate_rows,
+    reopened_after_swmr,
+    trim_after,
 )
 from drivers.runtime.streams import CHANNEL_FORMATS
 
@@ -166,19 +165,15 @@ class TakeWriter:
         stream's stop time (`keep_until`, on that stream's clock: they were written before the stop
         time was known), write each stream's sample_count and the end-of-take attributes.
         Returns the samples kept per stream."""
-        self.schedule.run(self.f, force=True)
-        self.f.close()
-        self.closed = True
         counts = {}
-        with h5py.File(self.path, "r+") as f:
+        self.closed = True
+        with reopened_after_swmr(self.f, self.schedule) as f:
             for sid, g in f["streams"].items():
                 if keep_until is not None and sid in keep_until:
-                    n = rows_until(g["time_stamps"], keep_until[sid])
                     if "time_series" in g:
-                        truncate_rows(g["time_series"], n)
+                        trim_after(g["time_stamps"], keep_until[sid], rows=(g["time_series"],))
                     else:
-                        truncate_records(g["string_bytes"], g["string_ends"], n)
-                    truncate_rows(g["time_stamps"], n)
+                        trim_after(g["time_stamps"], keep_until[sid], records=(g["string_bytes"], g["string_ends"]))
                 counts[sid] = int(g["time_stamps"].shape[0])
                 g.attrs["sample_count"] = counts[sid]
             for key, value in final_attrs.items():

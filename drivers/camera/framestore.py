@@ -17,9 +17,8 @@ from drivers.runtime.h5append import (
     create_appendable,
     open_swmr_writer,
     read_records,
-    rows_until,
-    truncate_records,
-    truncate_rows,
+    reopened_after_swmr,
+    trim_after,
 )
 
 FRAME_ATTRS = ("camera_id", "role", "codec", "width", "height", "nominal_fps", "source")
@@ -70,15 +69,12 @@ class FrameStore:
         """Write what is pending and close; then, in a normal (non-SWMR) open, drop frames stamped after
         `stopped_lsl` (written before the stop time was known) and add the end-of-take attributes."""
         if not self.closed:
-            self.flush(force_fsync=True)
-            self.f.close()
+            self.flush()  # the pending frames; reopened_after_swmr flushes and fsyncs the file
             self.closed = True
-            with h5py.File(self.path, "r+") as f:
+            with reopened_after_swmr(self.f, self.schedule) as f:
                 if stopped_lsl is not None:
-                    n = rows_until(f["frame_time_stamps"], stopped_lsl)
-                    truncate_records(f["frame_bytes"], f["frame_ends"], n)
-                    truncate_rows(f["frame_time_stamps"], n)
-                    truncate_rows(f["frame_index"], n)
+                    trim_after(f["frame_time_stamps"], stopped_lsl, rows=(f["frame_index"],),
+                               records=(f["frame_bytes"], f["frame_ends"]))
                     f.attrs["stopped_lsl"] = stopped_lsl
                 self.count = int(f["frame_index"].shape[0])
                 self.dropped = count_dropped(f["frame_index"][()])

@@ -7,8 +7,10 @@ blocks of rows. The low-level calls (set_extent + hyperslab write) cost about ha
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 
 import h5py
 import numpy as np
@@ -118,6 +120,30 @@ class ByteRecords:
         self.data.append(np.frombuffer(b"".join(records), dtype=np.uint8))
         self.ends.append(ends.reshape((-1, *self.ends.row_shape)))
         self.total = int(ends[-1])
+
+
+@contextlib.contextmanager
+def reopened_after_swmr(f: h5py.File, schedule: FlushSchedule) -> Iterator[h5py.File]:
+    """Flush and fsync a SWMR writer, close it, and reopen the file normally: SWMR forbids the
+    end-of-recording edits (attributes, shrinking datasets)."""
+    path = f.filename
+    schedule.run(f, force=True)
+    f.close()
+    with h5py.File(path, "r+") as reopened:
+        yield reopened
+
+
+def trim_after(stamps: h5py.Dataset, stop: float, rows: tuple[h5py.Dataset, ...] = (),
+               records: tuple[h5py.Dataset, h5py.Dataset] | None = None) -> int:
+    """Drop the rows stamped after `stop` (written before the stop time was known) from the stamps and
+    the datasets that go with them, row for row; return the rows kept."""
+    n = rows_until(stamps, stop)
+    for ds in rows:
+        truncate_rows(ds, n)
+    if records is not None:
+        truncate_records(*records, n)
+    truncate_rows(stamps, n)
+    return n
 
 
 def truncate_rows(ds: h5py.Dataset, n: int) -> None:
