@@ -11,14 +11,12 @@ import numpy as np
 
 from acquisition.takefile import attr_text, find_take_file
 from drivers.camera.framestore import FrameFile
+from drivers.runtime.h5append import open_readable
 
 
 def open_take(path: Path) -> tuple[h5py.File, bool]:
     """Open a take for reading; a file whose writer died needs swmr=True. Returns (file, closed_cleanly)."""
-    try:
-        f = h5py.File(path, "r")
-    except OSError:
-        f = h5py.File(path, "r", swmr=True)
+    f, _ = open_readable(path)
     return f, "stopped_lsl" in f.attrs
 
 

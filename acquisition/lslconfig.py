@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from acquisition.config import LslSettings
-from drivers.runtime.paths import runtime_dir
+from drivers.runtime.paths import runtime_dir, write_atomically
 
 
 def lsl_config_text(settings: LslSettings) -> str:
@@ -30,9 +30,7 @@ def apply_lsl_settings(settings: LslSettings) -> Path:
     path = runtime_dir() / f"lsl_api_{settings.session_id}_{settings.scope}{'_v6' if settings.ipv6 else ''}.cfg"
     text = lsl_config_text(settings)
     if not path.exists() or path.read_text() != text:
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_atomically(path, text)
     os.environ["LSLAPICFG"] = str(path)
     return path
 

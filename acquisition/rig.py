@@ -66,7 +66,6 @@ class RigController:
         self.active: ActiveTake | None = None
         self.stop_requested = threading.Event()
         self.stop_reason = ""
-        self.events: list[tuple[str, dict[str, Any]]] = []
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def __enter__(self) -> RigController:
@@ -104,7 +103,6 @@ class RigController:
         self.supervisor.stop()
 
     def _on_event(self, source: str, msg: dict[str, Any]) -> None:
-        self.events.append((source, msg))
         if msg.get("event") in ("take_stopping", "take_failed"):
             self.stop_reason = msg.get("reason") or msg.get("error") or msg["event"]
             log.error("%s: %s", source, self.stop_reason)

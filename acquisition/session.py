@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from acquisition.config import TAKE_DIR_RE, Rig, TakeInfo, take_dir_name
+from drivers.runtime.paths import write_atomically
 
 SESSION_FILE = "session.json"
 
@@ -49,6 +49,4 @@ class Session:
         self.save()
 
     def save(self) -> None:
-        tmp = self.file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.data, indent=2))
-        tmp.replace(self.file)
+        write_atomically(self.file, json.dumps(self.data, indent=2))

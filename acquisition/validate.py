@@ -12,6 +12,7 @@ import numpy as np
 from acquisition.inspect import open_take
 from acquisition.takefile import FORMAT, FORMAT_VERSION, attr_text, find_take_file
 from drivers.camera.framestore import FRAME_ATTRS
+from drivers.runtime.h5append import open_readable
 from drivers.runtime.streams import CHANNEL_FORMATS
 
 ROOT_ATTRS = ("format", "format_version", "session", "take", "subject", "action", "repetition", "started_at",
@@ -168,14 +169,12 @@ def _check_camera(take_dir: Path, cam: str, link: object, start: float, stop: fl
         problems.append(f"{where}: frame file {link.filename} is missing")
         return
     try:
-        ff = h5py.File(path, "r")
-    except OSError:
-        try:
-            ff = h5py.File(path, "r", swmr=True)
-            problems.append(f"{link.filename}: not closed cleanly (camera writer stopped early)")
-        except OSError as exc:
-            problems.append(f"{link.filename}: cannot be opened: {exc}")
-            return
+        ff, crashed = open_readable(path)
+    except OSError as exc:
+        problems.append(f"{link.filename}: cannot be opened: {exc}")
+        return
+    if crashed:
+        problems.append(f"{link.filename}: not closed cleanly (camera writer stopped early)")
     with ff:
         missing = [k for k in FRAME_ATTRS if k not in ff.attrs]
         if missing:

@@ -67,11 +67,14 @@ class DaisyParser:
     def __init__(self, gain: int = 24) -> None:
         self.packets = CytonParser(gain)
         self.pending: Samples | None = None  # an odd packet waiting for its Daisy half
-        self.unpaired = 0
 
     @property
     def stats(self):  # noqa: ANN201 - the packet parser's stats, with unpaired halves counted as lost
         return self.packets.stats
+
+    @property
+    def timeline_breaks(self) -> int:
+        return self.packets.timeline_breaks
 
     @property
     def n_channels(self) -> int:
@@ -95,7 +98,6 @@ class DaisyParser:
                                    s.packets[-1:])
         dropped = int((~used).sum())
         if dropped:
-            self.unpaired += dropped
             self.packets.stats.lost += dropped
             self.packets.stats.note(f"{dropped} Cyton/Daisy halves without their partner dropped")
         b = first + 1

@@ -152,6 +152,7 @@ class EmgDriver(Driver):
             "lost_packets": self.drops,
             "garbage_bytes": stats.garbage_bytes if stats else 0,
             "resyncs": stats.resyncs if stats else 0,
+            "timeline_breaks": self.parser.timeline_breaks if self.parser is not None else 0,
             "parser_events": list(stats.events[-3:]) if stats else [],
             "low_latency": bool(self.transport and getattr(self.transport, "low_latency", False)),
             "clock_drift_ppm": round(self.fit.drift_ppm, 2) if self.fit.ready else None,

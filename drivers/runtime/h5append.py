@@ -93,6 +93,15 @@ class FlushSchedule:
         self.flushes += 1
 
 
+def open_readable(path: str | os.PathLike) -> tuple[h5py.File, bool]:
+    """Open a file for reading; one whose SWMR writer died only opens with swmr=True.
+    Returns (file, whether it needed swmr=True)."""
+    try:
+        return h5py.File(path, "r"), False
+    except OSError:
+        return h5py.File(path, "r", swmr=True), True
+
+
 def open_swmr_writer(path: str | os.PathLike) -> h5py.File:
     """Create a new file for SWMR writing; refuses to overwrite an existing one."""
     return h5py.File(path, "x", libver="latest")

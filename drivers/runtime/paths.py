@@ -13,6 +13,13 @@ def runtime_dir() -> Path:
     return path
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Replace a file's content in one step: a reader (or a crash) never sees half of it."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def emulator_link(rig_name: str, device_id: str) -> Path:
     """The stable path of an emulated serial device (a symlink to its current pseudo-terminal), like
     a udev /dev/serial/by-id link: it survives the emulator's simulated unplug and replug. The
