@@ -33,6 +33,10 @@ class LslSettings(BaseModel):
     session_id: str = Field("flexcap", pattern=ID_PATTERN)
     ipv6: bool = False
     known_peers: list[str] = Field(default_factory=list)
+    # Each outlet takes one port from [16572, 16572 + port_range); streams of this machine are found by
+    # probing that range, so an outlet beyond it is invisible (liblsl's default, 32, is less than the
+    # simulated lab alone publishes).
+    port_range: int = Field(128, ge=32, le=1024)
 
 
 class RecorderSettings(BaseModel):

@@ -15,6 +15,7 @@ def lsl_config_text(settings: LslSettings) -> str:
         "; written by flexcap from the rig file's [lsl] table",
         "[ports]",
         f"IPv6 = {'allow' if settings.ipv6 else 'disable'}",
+        f"PortRange = {settings.port_range}",
         "",
         "[multicast]",
         f"ResolveScope = {settings.scope}",

@@ -51,7 +51,7 @@ def test_unknown_kind_lists_known_kinds(tmp_path):
     with pytest.raises(RigError) as err:
         load_rig(path)
     assert f"{path}: devices[5] (id 'chest').kind: unknown device kind 'polar-h11'" in str(err.value)
-    assert "sim-camera" in str(err.value)
+    assert "camera, chest, emg, sim-trigger" in str(err.value)
 
 
 def test_missing_key_and_unknown_key(tmp_path):
@@ -103,3 +103,4 @@ def test_shipped_lsl_config_is_loopback_only():
     assert "ResolveScope = machine" in root_cfg and "IPv6 = disable" in root_cfg
     text = lsl_config_text(load_rig().lsl)
     assert "ResolveScope = machine" in text and "IPv6 = disable" in text and "SessionID = flexcap-sim" in text
+    assert "PortRange = 128" in text and "PortRange = 128" in root_cfg  # more outlets than the default 32
