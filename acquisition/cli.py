@@ -49,6 +49,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         if missing:
             print(f"flexcap: streams not found after {rig.recorder.stream_wait_s:g} s: {', '.join(missing)}; "
                   "recording the others", file=sys.stderr)
+        for problem in ctl.camera_problems():
+            print(f"flexcap: before the take: {problem}", file=sys.stderr)
 
         def progress(elapsed: float, status: dict) -> None:
             counts = status["streams"]
@@ -126,6 +128,16 @@ def _standalone_settings(cls, args: argparse.Namespace):  # noqa: ANN202 - the d
             raise UsageError("flexcap driver chest needs --address, --strap NAME, --emulate or --replay FILE")
         return cls.Settings(address=args.address, name=args.strap, replay=args.replay, log=args.log,
                             stream_prefix=args.name)
+    if args.kind == "camera":
+        if not args.source or not args.out:
+            raise UsageError("flexcap driver camera needs --source and --out (or --rig and --id)")
+        if not args.id:
+            raise UsageError("flexcap driver camera needs --id (the camera's name: DIR/ID.h5, stream ID)")
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        fields = {k: v for k, v in (("fps", args.fps), ("width", args.width), ("height", args.height),
+                                    ("role", args.role)) if v is not None}
+        return cls.Settings(source=args.source, out_dir=args.out, control=args.control if "://" in args.control else "",
+                            **fields)
     return cls.Settings()
 
 
@@ -172,8 +184,10 @@ def cmd_driver(args: argparse.Namespace) -> int:
 
 
 def cmd_emulate(args: argparse.Namespace) -> int:
-    """An emulated device on a pseudo-terminal (serial amplifiers)."""
+    """An emulated device: a serial amplifier on a pseudo-terminal, or a camera's HTTP side."""
     die_with_parent()
+    if args.kind == "camera":
+        return _emulate_camera(args)
     from acquisition.config import load_rig
     from drivers.runtime.control import ControlServer
     from drivers.runtime.paths import emulator_link
@@ -205,6 +219,34 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         print(path + (f" (linked from {args.link})" if args.link else ""), flush=True)
         print(f"flexcap: emulating {args.protocol} on {path}; Ctrl-C stops", file=sys.stderr)
     emulator.run()
+    return 0
+
+
+def _emulate_camera(args: argparse.Namespace) -> int:
+    from acquisition.config import load_rig
+    from drivers.runtime.control import ControlServer
+    from drivers.runtime.paths import emulator_address_file, write_atomically
+    from drivers.sim.camera import CameraEmulator
+    from drivers.sim.emg_signal import device_seed
+
+    if not (args.rig and args.id):
+        raise UsageError("flexcap emulate camera needs --rig and --id")
+    rig = load_rig(args.rig)
+    ctx = rig.context(args.id)
+    emulator = CameraEmulator(args.id, ctx.settings, rig.sim, device_seed(args.id))
+    address = emulator_address_file(rig.name, args.id)
+    write_atomically(address, emulator.address_json())
+    _stop_on_signals(emulator.stop_event)
+    if args.control == "stdio":
+        ControlServer({"path": emulator.address_json, "truth": emulator.truth},
+                      on_eof=emulator.stop_event.set).start()
+    else:
+        print(emulator.address_json(), flush=True)
+    try:
+        emulator.stop_event.wait()
+    finally:
+        emulator.stop()
+        address.unlink(missing_ok=True)
     return 0
 
 
@@ -264,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_streams)
 
     d = sub.add_parser("driver", help="run one driver standalone")
-    d.add_argument("kind", help="emg, chest, or a simulated device: sim-camera, sim-trigger")
+    d.add_argument("kind", help="emg, chest, camera, or the simulated trigger box: sim-trigger")
     d.add_argument("--rig", help="rig file with the device's settings")
     d.add_argument("--id", help="device id (in the rig file)")
     d.add_argument("--protocol", choices=EMG_PROTOCOLS, help="emg: the amplifier's protocol")
@@ -276,11 +318,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--emulate", action="store_true", help="chest: a simulated Polar H10 instead of a strap")
     d.add_argument("--replay", metavar="FILE", help="chest: replay a notification log")
     d.add_argument("--log", metavar="FILE", help="chest: save every notification (JSON lines)")
-    d.add_argument("--control", choices=["none", "stdio"], default="none", help=argparse.SUPPRESS)
+    d.add_argument("--source", help="camera: v4l2:N, /dev/videoN, http://HOST:PORT/video, rtsp://..., file:PATH")
+    d.add_argument("--out", metavar="DIR", help="camera: write DIR/ID.h5 until stopped")
+    d.add_argument("--role", choices=["cinema", "phone"], help="camera: cinema (default) or phone")
+    d.add_argument("--fps", type=float, help="camera: frame rate to ask for (default 60)")
+    d.add_argument("--width", type=int, help="camera: frame width to ask for (default 1920)")
+    d.add_argument("--height", type=int, help="camera: frame height to ask for (default 1080)")
+    d.add_argument("--control", metavar="URL", default="none",
+                   help="camera: record control, blackmagic://HOST:PORT or ipwebcam://HOST:PORT")
     d.set_defaults(func=cmd_driver)
 
-    e = sub.add_parser("emulate", help="run a device emulator (prints the pseudo-terminal it serves)")
-    e.add_argument("kind", choices=["emg"])
+    e = sub.add_parser("emulate", help="run a device emulator (prints the pseudo-terminal or URLs it serves)")
+    e.add_argument("kind", choices=["emg", "camera"])
     e.add_argument("--protocol", choices=EMG_PROTOCOLS)
     e.add_argument("--rate", type=float, help="Hz (Shimmer: 32768 / divider)")
     e.add_argument("--link", help="also make this path a symlink to the pty")

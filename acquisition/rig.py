@@ -134,14 +134,35 @@ class RigController:
                 log.warning("%s was not removed: it is not empty", path)
             raise RigControlError(f"the take did not start: {exc}") from exc
         self.active = ActiveTake(take, session, path, start_lsl, started_at)
-        for cam in cameras:
-            try:
-                self.supervisor.request(cam, "start_recording", path=str(path / f"{cam}.h5"), start_lsl=start_lsl)
-            except (ChildError, KeyError) as exc:
-                problem = f"{cam} is not recording frames: {exc}"
-                log.error("%s", problem)
-                self.active.problems.append(problem)
+        clip = f"{session.name}_{path.name}"  # the cameras' internal clips are named after the take
+        with ThreadPoolExecutor(max_workers=max(1, len(cameras))) as pool:  # record control: one HTTP round each
+            futures = {cam: pool.submit(self.supervisor.request, cam, "start_recording", 15,
+                                        path=str(path / f"{cam}.h5"), start_lsl=start_lsl, clip=clip)
+                       for cam in cameras}
+            for cam, fut in futures.items():
+                try:
+                    self.active.problems.extend(fut.result().get("problems", []))
+                except (ChildError, KeyError) as exc:
+                    self.active.problems.append(f"{cam} is not recording frames: {exc}")
+        for problem in self.active.problems:
+            log.error("%s", problem)
         return self.active
+
+    def camera_problems(self) -> list[str]:
+        """Cameras that cannot record right now (card full, control unreachable), asked before a take."""
+        cams = [c for c in self.supervisor.camera_ids() if c in self.supervisor.children]
+        problems = []
+        with ThreadPoolExecutor(max_workers=max(1, len(cams))) as pool:
+            futures = {c: pool.submit(self.supervisor.request, c, "check", 10) for c in cams}
+            for cam, fut in futures.items():
+                try:
+                    state = fut.result()
+                except ChildError as exc:
+                    problems.append(f"{cam}: no answer to the readiness check: {exc}")
+                    continue
+                if not state.get("ready", True):
+                    problems.append(f"{cam}: cannot record: {state.get('problem')}")
+        return problems
 
     def status(self) -> dict[str, Any]:
         assert self.recorder is not None
@@ -151,9 +172,16 @@ class RigController:
         active = self.active
         if active is None or self.recorder is None:
             raise RigControlError("no take is recording")
-        stop_lsl = pylsl.local_clock()
         recorder = self.recorder
         cams = [c for c in self.supervisor.camera_ids() if c in self.supervisor.children]
+        with ThreadPoolExecutor(max_workers=len(cams) + 1) as pool:
+            # the cameras' own recordings stop first, so their stop replies and timecodes are in the take
+            for cam, fut in {c: pool.submit(self.supervisor.request, c, "stop_control", 10) for c in cams}.items():
+                try:
+                    active.problems.extend(fut.result().get("problems", []))
+                except ChildError as exc:
+                    active.problems.append(f"{cam}: {exc}")
+        stop_lsl = pylsl.local_clock()
         with ThreadPoolExecutor(max_workers=len(cams) + 1) as pool:
             rec_future = pool.submit(recorder.request, "stop", 60, stop_lsl=stop_lsl)
             cam_futures = {c: pool.submit(self.supervisor.request, c, "stop_recording", 15, stop_lsl=stop_lsl)
@@ -162,6 +190,7 @@ class RigController:
             for cam, fut in cam_futures.items():
                 try:
                     cameras[cam] = fut.result()
+                    active.problems.extend(cameras[cam].get("problems", []))
                 except ChildError as exc:
                     active.problems.append(f"{cam}: {exc}")
             try:
@@ -195,7 +224,8 @@ class RigController:
         devices: dict[str, Any] = {}
         for child in sources:
             try:
-                devices.update(child.request("truth"))
+                for device, facts in child.request("truth").items():  # a driver and its emulator may both know
+                    devices.setdefault(device, {}).update(facts)
             except ChildError as exc:
                 log.warning("no truth from %s: %s", child.name, exc)
         truth = {"generated_by": f"flexcap {__version__} simulated lab", "clock": "pylsl.local_clock() on this host",

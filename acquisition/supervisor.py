@@ -29,9 +29,10 @@ def write_rig_snapshot(rig: Rig) -> str:
     return path
 
 
-# kinds whose emulator is a process of its own (serial devices on a pty); the others (BLE straps) are
-# emulated inside their driver, at the radio library's interface
-EMULATOR_COMMANDS = {"emg": ["emulate", "emg"]}
+# kinds whose emulator is a process of its own (serial devices on a pty, a camera's HTTP side); BLE
+# straps are emulated inside their driver, at the radio library's interface, and so are the capture
+# cards of simulated cinema cameras (at OpenCV's capture interface)
+EMULATOR_COMMANDS = {"emg": ["emulate", "emg"], "camera": ["emulate", "camera"]}
 
 
 class Supervisor:
@@ -47,7 +48,7 @@ class Supervisor:
                     if d.connection == EMULATED and d.kind in EMULATOR_COMMANDS]
         for device_id in emulated:
             self.start_emulator(device_id)
-        for device_id in emulated:  # wait until each pty exists, so drivers connect at their first try
+        for device_id in emulated:  # wait until each pty or server exists: drivers connect at their first try
             self.emulators[device_id].request("path", timeout=20)
         for dev in self.rig.enabled_devices():
             self.start_device(dev.id)
@@ -89,10 +90,10 @@ class Supervisor:
         return [d.id for d in self.rig.enabled_devices() if driver_class(d.kind).writes_frames]
 
     def truth_sources(self) -> list[ChildProcess]:
-        """Processes that know a simulated device's true timing: sim drivers, drivers that emulate their
-        device in-process (at the radio library's interface), and emulator processes."""
-        sims = [self.children[d.id] for d in self.rig.enabled_devices() if d.id in self.children and (
-            d.kind.startswith("sim-") or (d.connection == EMULATED and d.kind not in EMULATOR_COMMANDS))]
+        """Processes that know a simulated device's true timing: sim drivers, drivers that emulate (part
+        of) their device in-process (a BLE strap, a capture card), and emulator processes."""
+        sims = [self.children[d.id] for d in self.rig.enabled_devices() if d.id in self.children
+                and driver_class(d.kind).reports_truth and (d.kind.startswith("sim-") or d.connection == EMULATED)]
         return sims + list(self.emulators.values())
 
     def pids(self) -> dict[str, int]:

@@ -9,7 +9,7 @@ from drivers.runtime.driver import Driver
 DRIVER_KINDS: dict[str, str] = {
     "emg": "drivers.emg.driver:EmgDriver",
     "chest": "drivers.chest.driver:ChestDriver",
-    "sim-camera": "drivers.sim.camera:SimCameraDriver",
+    "camera": "drivers.camera.driver:CameraDriver",
     "sim-trigger": "drivers.sim.trigger:SimTriggerDriver",
 }
 

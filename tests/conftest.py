@@ -23,7 +23,8 @@ def small_rig_data(devices: list[dict], **recorder: object) -> dict:
     }
 
 
-SMALL_CAMERA = {"fps": 30, "render_width": 192, "render_height": 108}
+# a simulated cinema camera: capture card at OpenCV's interface, Blackmagic REST emulator on localhost
+SMALL_CAMERA = {"fps": 30, "width": 320, "height": 180, "emulator": {"view": "cam1"}}
 # a Shimmer3 ExG emulator on a pty at 512 Hz, read by the real serial driver
 EMULATED_EMG = {"kind": "emg", "id": "emg", "connection": "emulator",
                 "settings": {"protocol": "shimmer3-exg", "rate": 512}}

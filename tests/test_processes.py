@@ -32,7 +32,7 @@ PARENT = textwrap.dedent("""
     from tests.conftest import EMULATED_EMG, SMALL_CAMERA, small_rig_data, wait_for_stream
     rig = parse_rig(small_rig_data([
         EMULATED_EMG,
-        {{"kind": "sim-camera", "id": "cam", "settings": SMALL_CAMERA}},
+        {{"kind": "camera", "id": "cam", "connection": "emulator", "settings": SMALL_CAMERA}},
         {{"kind": "sim-trigger", "id": "trig"}},
     ]), "orphan test")
     ctl = RigController(rig)
@@ -53,7 +53,8 @@ def test_killing_the_supervisor_leaves_no_orphans():
     parent = subprocess.Popen([sys.executable, "-c", PARENT.format(root=str(ROOT))], stdout=subprocess.PIPE,
                               text=True)
     pids = json.loads(parent.stdout.readline())
-    assert len(pids) == 5 and all(psutil.pid_exists(p) for p in pids)  # 3 drivers, the EMG emulator, the recorder
+    # 3 drivers, the EMG and camera emulators, the recorder
+    assert len(pids) == 6 and all(psutil.pid_exists(p) for p in pids)
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     deadline = time.monotonic() + 15
@@ -101,12 +102,14 @@ def test_cli_record_inspect_validate(tmp_path):
         [devices.settings]
         protocol = "cyton"
         [[devices]]
-        kind = "sim-camera"
+        kind = "camera"
         id = "cam"
+        connection = "emulator"
         [devices.settings]
         fps = {SMALL_CAMERA['fps']}
-        render_width = {SMALL_CAMERA['render_width']}
-        render_height = {SMALL_CAMERA['render_height']}
+        width = {SMALL_CAMERA['width']}
+        height = {SMALL_CAMERA['height']}
+        emulator = {{ view = "cam1" }}
     """))
     out = run_cli("record", "--rig", str(rig), "--duration", "2", "--subject", "S07", "--action", "plank",
                   "--rep", "1", "--sessions", str(tmp_path / "s"), timeout=120)

@@ -13,15 +13,16 @@ from acquisition.inspect import format_inspection, inspect_take
 from acquisition.takefile import TRUTH_FILE, stream_strings
 from acquisition.validate import validate_take
 from drivers.camera.framestore import FrameFile
-from drivers.sim.camera import decode_barcode
 from drivers.sim.emg_emulator import ShimmerModel
 from drivers.sim.emg_signal import EmgSignal, device_seed
+from drivers.sim.scene import decode_barcode
 
 EMG_UNITS = ("emg1", "emg2", "emg3", "emg4")
 DEVICES = ("trigger", *EMG_UNITS, "chest", "cam1", "cam2", "cam3", "cam4", "phone")
 EXPECTED_STREAMS = {
     *EMG_UNITS, "chest_hr", "chest_rr", "chest_ecg", "chest_acc", "chest_breathing", "trigger_pulses",
     "cam1", "cam2", "cam3", "cam4", "phone", *(f"{d}_status" for d in DEVICES),
+    *(f"{c}_control" for c in ("cam1", "cam2", "cam3", "cam4", "phone")),
 }
 
 
@@ -118,12 +119,36 @@ def test_camera_frames_match_their_index_streams(sim_take):
                 np.testing.assert_array_equal(np.diff(ff.frame_index), 1)  # no frame dropped
                 assert abs(len(ff) - 6.0 * fps) <= 2, cam
                 assert ff.attrs["role"] == ("phone" if cam == "phone" else "cinema")
+                # the device's own frame number is burnt into each frame: it moves with the stored index
+                numbers = []
                 for k in (0, len(ff) // 2, len(ff) - 1):
                     img = cv2.imdecode(np.frombuffer(ff.frame(k), np.uint8), cv2.IMREAD_COLOR)
                     assert img.shape == (270, 480, 3)
-                    assert decode_barcode(img) == ff.frame_index[k]
+                    numbers.append(decode_barcode(img) - ff.frame_index[k])
+                assert numbers[0] == numbers[1] == numbers[2], cam
             # the external link reaches the frame file
             assert f[f"cameras/{cam}/frame_index"].shape[0] == len(index_stream)
+
+
+def test_camera_record_control_markers_and_timecodes(sim_take):
+    truth = json.loads((sim_take.path / TRUTH_FILE).read_text())["devices"]
+    with _open(sim_take) as f:
+        start, stop = f.attrs["started_lsl"], f.attrs["stopped_lsl"]
+        for cam in ("cam1", "cam2", "cam3", "cam4"):
+            markers = [json.loads(r[0]) for r in stream_strings(f[f"streams/{cam}_control"])]
+            rolls = [m for m in markers if m["action"] in ("record_start", "record_stop")]
+            assert [m["action"] for m in rolls] == ["record_start", "record_stop"], cam
+            assert rolls[0]["clip"] == rolls[1]["clip"] == f"{sim_take.path.parent.name}_001_squat_1"
+            assert start < rolls[0]["request_lsl"] < rolls[0]["reply_lsl"] < rolls[1]["reply_lsl"] < stop
+            # the camera's time-of-day timecode at each reply, as its emulator kept it (60 fps, no drop-frame)
+            offset = truth[cam]["record_control"]["timecode_offset_s"]
+            for m in rolls:
+                h, mi, sec, fr = (int(x) for x in m["timecode"].split(":"))
+                tc_s = h * 3600 + mi * 60 + sec + fr / 60
+                assert m["request_lsl"] + offset - 1 / 60 <= tc_s <= m["reply_lsl"] + offset + 1 / 60, (cam, m)
+        phone = [json.loads(r[0])["action"] for r in stream_strings(f["streams/phone_control"])]
+        assert phone == ["record_start", "record_stop"]
+    assert [c["tag"] for c in truth["phone"]["recordings"]] == [f"{sim_take.path.parent.name}_001_squat_1"]
 
 
 def test_clock_offsets_events_truth_and_session(sim_take):

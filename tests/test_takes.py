@@ -67,8 +67,8 @@ def test_sigkilled_recorder_leaves_everything_up_to_the_last_flush(tmp_path):
 
 
 def test_take_stops_cleanly_before_the_disk_is_full(tmp_path):
-    cam = {"kind": "sim-camera", "id": "camA", "settings": {"fps": 60, "render_width": 640, "render_height": 360,
-                                                               "jpeg_quality": 95}}
+    cam = {"kind": "camera", "id": "camA", "connection": "emulator",
+           "settings": {"fps": 60, "width": 640, "height": 360, "emulator": {"view": "cam2", "jpeg_quality": 95}}}
     # the reserve sits 4 MB below the free space now: the camera's frames use it up within seconds
     free_mb = shutil.disk_usage(tmp_path).free / 2**20
     with controller(tmp_path, [EMG, cam], reserve_disk_mb=free_mb - 4, min_free_disk_mb=0) as ctl:

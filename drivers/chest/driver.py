@@ -52,6 +52,7 @@ class ChestSettings(BaseModel):
 
 class ChestDriver(Driver):
     kind = "chest"
+    reports_truth = True
     Settings = ChestSettings
 
     @classmethod

@@ -77,6 +77,7 @@ class Driver(ABC):
     kind: ClassVar[str]
     Settings: ClassVar[type[BaseModel]]
     writes_frames: ClassVar[bool] = False  # camera drivers: answer start_recording / stop_recording
+    reports_truth: ClassVar[bool] = False  # answers "truth" when its device is simulated in-process
 
     def __init__(self, ctx: DriverContext) -> None:
         self.ctx = ctx

@@ -17,6 +17,7 @@ class SimTriggerSettings(BaseModel):
 
 class SimTriggerDriver(Driver):
     kind = "sim-trigger"
+    reports_truth = True
     Settings = SimTriggerSettings
 
     @classmethod
