@@ -133,7 +133,9 @@ def _standalone_settings(cls, args: argparse.Namespace):  # noqa: ANN202 - the d
             raise UsageError("flexcap driver camera needs --source and --out (or --rig and --id)")
         if not args.id:
             raise UsageError("flexcap driver camera needs --id (the camera's name: DIR/ID.h5, stream ID)")
-        Path(args.out).mkdir(parents=True, exist_ok=True)
+        target = Path(args.out) / f"{args.id}.h5"
+        if target.exists():
+            raise UsageError(f"{target} exists: flexcap never overwrites a recording (choose another --out or --id)")
         fields = {k: v for k, v in (("fps", args.fps), ("width", args.width), ("height", args.height),
                                     ("role", args.role)) if v is not None}
         return cls.Settings(source=args.source, out_dir=args.out, control=args.control if "://" in args.control else "",

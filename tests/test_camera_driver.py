@@ -287,3 +287,72 @@ def test_sigkilled_camera_writer_leaves_a_readable_file(tmp_path):
         assert all(is_complete_jpeg(f) for f in ff.frames())
         np.testing.assert_array_equal(ff.frame_index, np.array(sent[:n]) - sent[0])
         assert len(ff.time_stamps) == n
+
+
+def test_preview_shows_the_newest_frame_small_and_off_the_storage_path(tmp_path):
+    from drivers.camera.preview import PreviewReader
+
+    with Run("cam1", source="sim:cam1", fps=60, width=960, height=540, out_dir=str(tmp_path),
+             preview_width=240, preview_fps=12) as run:
+        run.wait(10, until=lambda: run.driver.preview is not None and run.driver.preview.shown >= 12)
+        reader = PreviewReader(run.driver.preview_path)
+        got = None
+        for _ in range(50):
+            got = reader.read() or got
+            if got is not None:
+                break
+            time.sleep(0.02)
+        shown_before = run.driver.preview.shown
+        run.wait(1.0)
+        shown_in_1s = run.driver.preview.shown - shown_before
+        frames_in_1s = run.driver.frames
+    assert got is not None
+    img, stamp, index = got
+    assert img.shape == (135, 240, 3) and (reader.width, reader.height) == (240, 135)
+    assert 8 <= shown_in_1s <= 13  # about 12 fps, not 60
+    assert frames_in_1s >= 60 * 2
+    with FrameFile(tmp_path / "cam1.h5") as ff:
+        # the preview is a reduced decode of a stored frame: the same picture
+        k = int(np.searchsorted(ff.frame_index, index))
+        full = cv2.imdecode(np.frombuffer(ff.frame(k), np.uint8), cv2.IMREAD_COLOR)
+        small = cv2.resize(full, (240, 135), interpolation=cv2.INTER_AREA)
+        assert np.mean(np.abs(small.astype(int) - img.astype(int))) < 6
+    assert not run.driver.preview_path.exists()  # removed when the driver stops
+
+
+def test_video_file_source_is_encoded_once_with_its_frame_numbers(tmp_path):
+    from drivers.sim.scene import Scene, encode_barcode, lab_cameras
+
+    scene, cam = Scene(SIM), lab_cameras()["cam2"].scaled(320, 180)
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), 30.0, (320, 180))
+    for k in range(45):
+        img = scene.render(cam, k / 30, 1 / 60, 0)
+        encode_barcode(img, 1000 + k)
+        writer.write(img)
+    writer.release()
+    out = tmp_path / "out"
+    with Run("filecam", source=f"file:{clip}", fps=30, width=320, height=180, out_dir=str(out),
+             jpeg_quality=95) as run:
+        run.wait(10, until=lambda: run.driver.frames >= 45)
+    with FrameFile(out / "filecam.h5") as ff:
+        numbers = [decode_barcode(cv2.imdecode(np.frombuffer(f, np.uint8), cv2.IMREAD_COLOR)) for f in ff.frames(0, 45)]
+        assert numbers == list(range(1000, 1045))  # every frame of the file, in order
+        np.testing.assert_array_equal(ff.frame_index[:45], np.arange(45))
+        d = np.diff(ff.time_stamps[:45])
+        assert abs(np.median(d) - 1 / 30) < 2e-3  # played at the file's rate
+    status = run.statuses()[-1]
+    assert status["format"].startswith("320x180") and status["format_problem"] is None
+
+
+def test_capture_card_stall_is_named_and_leaves_a_gap(tmp_path):
+    emulator = CameraEmulatorSettings(faults=CaptureFaults(stall_at_s=1.0, stall_for_s=30.0))
+    with Run("cam4", source="sim:cam4", fps=60, width=320, height=180, out_dir=str(tmp_path),
+             emulator=emulator) as run:
+        run.wait(15, until=lambda: any(s["last_error"] for s in run.statuses()))
+    status = next(s for s in run.statuses() if s["last_error"])
+    assert status["last_error"] == "sim:cam4: no frame within the capture timeout (stalled or unplugged)"
+    assert not status["connected"]
+    with FrameFile(tmp_path / "cam4.h5") as ff:
+        assert 50 <= len(ff) <= 62  # the frames of the first second, all kept
+        np.testing.assert_array_equal(np.diff(ff.frame_index), 1)

@@ -108,6 +108,7 @@ def test_chest_streams_are_complete(sim_take):
 
 
 def test_camera_frames_match_their_index_streams(sim_take):
+    truths = json.loads((sim_take.path / TRUTH_FILE).read_text())["devices"]
     with _open(sim_take) as f:
         for cam, fps in (("cam1", 60), ("cam2", 60), ("cam3", 60), ("cam4", 60), ("phone", 30)):
             index_stream = f[f"streams/{cam}/time_series"][:, 0].astype(np.int64)
@@ -126,6 +127,14 @@ def test_camera_frames_match_their_index_streams(sim_take):
                     assert img.shape == (270, 480, 3)
                     numbers.append(decode_barcode(img) - ff.frame_index[k])
                 assert numbers[0] == numbers[1] == numbers[2], cam
+                # frame times against the simulated truth: frame k was captured at t0 + k / true_rate
+                tr = truths[cam]
+                k = ff.frame_index + numbers[0]
+                err = ff.time_stamps - (tr["t0"] + k / tr["true_rate"] + tr["latency_s"])
+                assert np.std(err) < (0.001 if cam == "phone" else 5e-5), cam
+                assert abs(np.median(err)) < (0.01 if cam == "phone" else 5e-5), cam
+                # the true camera model at the stored frame size, for the calibration benchmark
+                assert tr["camera"]["image_size"] == [480, 270] and len(tr["camera"]["dist"]) == 5
             # the external link reaches the frame file
             assert f[f"cameras/{cam}/frame_index"].shape[0] == len(index_stream)
 

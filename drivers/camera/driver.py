@@ -175,9 +175,10 @@ class CameraDriver(Driver):
             self.preview = PreviewWriter(self.preview_path, fmt.width, fmt.height, s.preview_width, s.preview_fps)
         self._start_control()
         if s.out_dir and not self._standalone_started:
-            self._standalone_started = True
+            Path(s.out_dir).mkdir(parents=True, exist_ok=True)
             self.start_recording(str(Path(s.out_dir) / f"{self.ctx.device_id}.h5"), 0.0,  # every frame
                                  clip=f"{self.ctx.device_id}_{time.strftime('%Y%m%d_%H%M%S')}")
+            self._standalone_started = True
 
     def read(self) -> None:
         assert self.source is not None

@@ -175,8 +175,10 @@ class SimCaptureCard:
     def truth(self) -> dict[str, Any]:
         if self.clock is None:
             return {}
+        scene = self.scene.export_truth({self.view: self._view_model})
         return self.clock.truth_record(
-            kind="capture-card", view=self.view, exposure_s=SHUTTER_ANGLE / 360.0 / self.fps,
+            kind="capture-card", view=self.view, camera=scene.pop("cameras")[self.view], scene=scene,
+            exposure_s=SHUTTER_ANGLE / 360.0 / self.fps,
             frame_size=list(self.size), sensor_size=list(self.camera.image_size), frames_lost_by_card=self.lost,
             frame_time="buffer timestamp = t0 + k / true_rate + latency_s; counter k as stored in frame_index "
                        "only when no frame before it was lost")

@@ -105,7 +105,9 @@ class PhoneEmulator:
         return buf.tobytes()
 
     def truth(self) -> dict[str, Any]:
-        return self.clock.truth_record(kind="phone", view=self.s.view, frame_size=[self.s.width, self.s.height],
+        scene = self.scene.export_truth({self.s.view: self.camera})
+        return self.clock.truth_record(kind="phone", view=self.s.view, camera=scene.pop("cameras")[self.s.view],
+                                       scene=scene, frame_size=[self.s.width, self.s.height],
                                        exposure_s=SHUTTER_S, recordings=self.recordings,
                                        frame_time="frame k (the barcode) is captured at t0 + k / true_rate")
 
