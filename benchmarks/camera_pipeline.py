@@ -30,10 +30,13 @@ SIZES = {"1080p": (1920, 1080), "720p": (1280, 720)}
 
 def scene_frames(width: int, height: int, n: int = 30) -> list[np.ndarray]:
     from drivers.sim.lab import SimLabSettings
-    from drivers.sim.scene import Scene, lab_cameras
+    from drivers.sim.scene import Scene, lab_cameras, sensor_noise
 
     scene, cam = Scene(SimLabSettings()), lab_cameras()["cam1"].scaled(width, height)
-    return [scene.render(cam, k / 60, 1 / 120, k) for k in range(n)]
+    # sensor noise: flat synthetic regions compress far better than camera images (JPEG size drives the
+    # pass-through cost); with it a 1080p q90 JPEG is about 0.3 MB, as cameras send
+    return [np.clip(scene.render(cam, k / 60, 1 / 120, k) + sensor_noise((height, width, 3), k), 0, 255)
+            .astype(np.uint8) for k in range(n)]
 
 
 class StoragePath:

@@ -302,15 +302,15 @@ def test_preview_shows_the_newest_frame_small_and_off_the_storage_path(tmp_path)
             if got is not None:
                 break
             time.sleep(0.02)
-        shown_before = run.driver.preview.shown
-        run.wait(1.0)
-        shown_in_1s = run.driver.preview.shown - shown_before
-        frames_in_1s = run.driver.frames
+        shown_before, frames_before = run.driver.preview.shown, run.driver.frames
+        run.wait(2.0)
+        shown_in_2s = run.driver.preview.shown - shown_before
+        frames_in_2s = run.driver.frames - frames_before
     assert got is not None
     img, stamp, index = got
     assert img.shape == (135, 240, 3) and (reader.width, reader.height) == (240, 135)
-    assert 8 <= shown_in_1s <= 13  # about 12 fps, not 60
-    assert frames_in_1s >= 60 * 2
+    assert 10 <= shown_in_2s <= 25  # about 12 fps (fewer when the machine is busy), never the camera's 60
+    assert frames_in_2s >= 110  # while every frame is stored
     with FrameFile(tmp_path / "cam1.h5") as ff:
         # the preview is a reduced decode of a stored frame: the same picture
         k = int(np.searchsorted(ff.frame_index, index))

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import h5py
 import numpy as np
@@ -98,6 +99,32 @@ def test_sigkilled_frame_writer_leaves_a_readable_file(tmp_path):
         assert n >= flushed
         assert ff.frames() == [fake_jpeg(k) for k in range(n)]
         np.testing.assert_array_equal(ff.frame_index, np.arange(n))
+
+
+STALLED_WRITER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {root!r})
+    from tests.test_files import ATTRS, fake_jpeg
+    from drivers.camera.framestore import FrameStore
+    store = FrameStore(sys.argv[1], ATTRS, flush_s=0.5)
+    for k in range(5):
+        store.append(fake_jpeg(k), float(k), k)
+    print("queued", flush=True)
+    time.sleep(600)  # the camera stalls: no more frames, no more appends
+""")
+
+
+def test_frames_reach_the_disk_while_the_camera_stalls(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = tmp_path / "stalled.h5"
+    proc = subprocess.Popen([sys.executable, "-c", STALLED_WRITER.format(root=root), str(path)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "queued"
+    time.sleep(1.5)  # the writer thread flushes every 0.5 s without being asked
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with FrameFile(path, swmr=True) as ff:
+        assert ff.frames() == [fake_jpeg(k) for k in range(5)]
 
 
 def test_take_writer_strings_and_window_truncation(tmp_path):

@@ -328,7 +328,8 @@ class CameraDriver(Driver):
     def stop_recording(self, stop_lsl: float) -> dict[str, Any]:
         problems = self._control_stop()
         result = self.recorder.stop(stop_lsl, timeout=max(3.0, self.settings.stall_timeout_s + 1.0))
-        return {**result, "problems": problems, "corrupt_frames": self.source.corrupt if self.source else 0}
+        return {**result, "problems": problems + result.get("problems", []),
+                "corrupt_frames": self.source.corrupt if self.source else 0}
 
     def commands(self) -> dict[str, Any]:
         return {"start_recording": self.start_recording, "stop_recording": self.stop_recording,

@@ -3,7 +3,9 @@ their bytes, frame times and device frame counters. SWMR, flushed on a schedule.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +23,15 @@ from drivers.runtime.h5append import (
     trim_after,
 )
 
+log = logging.getLogger(__name__)
+
 FRAME_ATTRS = ("camera_id", "role", "codec", "width", "height", "nominal_fps", "source")
 
 
 class FrameStore:
-    """Writes one camera's frames for one take. Frames are buffered and written in blocks at each
-    flush (at most every `flush_s`), so a crash loses at most that much."""
+    """Writes one camera's frames for one take. The capture thread only queues frames; a writer thread
+    writes them in blocks and flushes at least every `flush_s` (fsync every `fsync_s`), so a crash loses
+    at most that much and a slow disk (an fsync can take long) never holds up capture."""
 
     def __init__(self, path: str | os.PathLike, attrs: dict[str, Any], flush_s: float = 0.5,
                  fsync_s: float = 5.0) -> None:
@@ -39,36 +44,53 @@ class FrameStore:
             self.f.attrs[key] = value
         # per-frame datasets get small chunks: each flush rewrites every partly filled chunk
         small = max(4096, int(8 * float(attrs["nominal_fps"]) * 4))
-        self.frames = ByteRecords(create_appendable(self.f, "frame_bytes", np.uint8, chunk_bytes=256 * 1024),
+        self.frames = ByteRecords(create_appendable(self.f, "frame_bytes", np.uint8, chunk_bytes=1024 * 1024),
                                   create_appendable(self.f, "frame_ends", np.int64, chunk_bytes=small))
         self.stamps = Appender(create_appendable(self.f, "frame_time_stamps", np.float64, chunk_bytes=small))
         self.index = Appender(create_appendable(self.f, "frame_index", np.int64, chunk_bytes=small))
         self.f.swmr_mode = True
         self.schedule = FlushSchedule(flush_s, fsync_s)
         self._pending: list[tuple[bytes, float, int]] = []
+        self._queue_lock = threading.Lock()
+        self._io_lock = threading.Lock()  # one writer of the file at a time (writer thread, flush, close)
         self.count = 0
         self.dropped = 0
+        self.error: str | None = None
         self.closed = False
+        self._closing = threading.Event()
+        self._writer = threading.Thread(target=self._write_loop, name=f"frames {self.path.name}", daemon=True)
+        self._writer.start()
 
     def append(self, frame: bytes, stamp: float, index: int) -> None:
-        self._pending.append((frame, stamp, index))
-        self.count += 1
-        if self.schedule.due():
-            self.flush()
+        with self._queue_lock:
+            self._pending.append((frame, stamp, index))
+            self.count += 1
+
+    def _write_loop(self) -> None:
+        while not self._closing.wait(self.schedule.flush_s):
+            try:
+                self.flush()
+            except Exception as exc:  # a full or failing disk: keep the frames queued, say why
+                self.error = f"{self.path}: writing frames failed: {type(exc).__name__}: {exc}"
+                log.error("%s", self.error)
 
     def flush(self, force_fsync: bool = False) -> None:
-        if self._pending:
-            frames, stamps, indices = zip(*self._pending, strict=True)
-            self._pending.clear()
-            self.frames.append(list(frames))
-            self.stamps.append(np.asarray(stamps, dtype=np.float64))
-            self.index.append(np.asarray(indices, dtype=np.int64))
-        self.schedule.run(self.f, force=force_fsync)
+        with self._io_lock:
+            with self._queue_lock:
+                pending, self._pending = self._pending, []
+            if pending:
+                frames, stamps, indices = zip(*pending, strict=True)
+                self.frames.append(list(frames))
+                self.stamps.append(np.asarray(stamps, dtype=np.float64))
+                self.index.append(np.asarray(indices, dtype=np.int64))
+            self.schedule.run(self.f, force=force_fsync)
 
     def close(self, stopped_lsl: float | None = None) -> dict[str, int]:
         """Write what is pending and close; then, in a normal (non-SWMR) open, drop frames stamped after
         `stopped_lsl` (written before the stop time was known) and add the end-of-take attributes."""
         if not self.closed:
+            self._closing.set()
+            self._writer.join()
             self.flush()  # the pending frames; reopened_after_swmr flushes and fsyncs the file
             self.closed = True
             with reopened_after_swmr(self.f, self.schedule) as f:

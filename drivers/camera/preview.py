@@ -13,6 +13,7 @@ import mmap
 import os
 import struct
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -63,19 +64,21 @@ class PreviewWriter:
 
     def _run(self) -> None:
         flag = reduced_decode_flag(self.frame_width, self.width)
+        due = time.monotonic()
         while not self._stop.is_set():
             self._wake.wait(0.5)
             self._wake.clear()
             latest, self._latest = self._latest, None
             if latest is None:
                 continue
+            due = max(due + self.interval, time.monotonic())  # a steady rate, decode time included
             jpeg, stamp, index = latest
             img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), flag)
             if img is not None:
                 if img.shape[1] != self.width or img.shape[0] != self.height:
                     img = cv2.resize(img, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
                 self._publish(img, stamp, index)
-            self._stop.wait(self.interval)
+            self._stop.wait(max(0.0, due - time.monotonic()))
 
     def _publish(self, img: np.ndarray, stamp: float, index: int) -> None:
         self.seq += 1  # odd: writing

@@ -71,7 +71,8 @@ class TakeFrameRecorder:
     def _finish(self) -> None:
         store = self._store
         assert store is not None
-        self._summary = {"path": str(store.path), **store.close(self._stop)}
+        self._summary = {"path": str(store.path), **store.close(self._stop),
+                         "problems": [store.error] if store.error else []}
         self._store = None
         self._done.set()
 

@@ -80,8 +80,8 @@ class CameraEmulator:
         if camera_settings.role == "phone":
             self.phone = PhoneEmulator(PhoneSettings(
                 view=em.view or device_id, fps=camera_settings.fps, width=camera_settings.width,
-                height=camera_settings.height, jpeg_quality=em.jpeg_quality, frame_pool=em.frame_pool, scene=em.scene,
-                truth=em.truth,
+                height=camera_settings.height, jpeg_quality=em.jpeg_quality, frame_pool=em.frame_pool,
+                scene=em.scene, truth=em.truth,
                 faults=em.phone_faults), sim, seed).start()
             base = self.phone.base_url
             self.address = {"video": f"{base}/video", "control": base.replace("http://", "ipwebcam://")}

@@ -23,13 +23,14 @@ import pylsl
 
 from drivers.sim.camera import CameraEmulatorSettings
 from drivers.sim.lab import SimClock, SimLabSettings
-from drivers.sim.scene import Scene, lab_cameras
+from drivers.sim.scene import Scene, lab_cameras, sensor_noise
 
 CARD_MODES = ((1920, 1080), (1280, 720), (960, 540), (640, 360), (480, 270), (320, 180))
 CARD_RATES = (24.0, 25.0, 30.0, 50.0, 60.0)
 QUEUED_BUFFERS = 4
 CAPTURE_TIMEOUT_S = 2.0  # the V4L2 backend gives up a read after a timeout (10 s by default; shorter here)
 SHUTTER_ANGLE = 180.0
+TIMESTAMP_JITTER_S = 30e-6
 
 
 def nearest(value: float, options: tuple) -> Any:
@@ -109,11 +110,13 @@ class SimCaptureCard:
     def read(self) -> tuple[bool, np.ndarray | None]:
         if not self.opened:
             return False, None
-        now = pylsl.local_clock()
-        if self.clock is None:
-            self.clock = SimClock(self.s.truth, self.fps, now)
+        if self.clock is None:  # the signal locks: the card starts capturing
             self._view_model = self.camera.scaled(*self.size)
-            self.opened_at = now
+            if self.s.frame_pool:
+                self._pool = [self._render(i, i / self.fps, noise=True) for i in range(self.s.frame_pool)]
+            self.opened_at = pylsl.local_clock()
+            self.clock = SimClock(self.s.truth, self.fps, self.opened_at)
+        now = pylsl.local_clock()
         clock = self.clock
         k = self.next_k
         available = clock.count_arrived(now) - 1  # frames whose buffer is complete
@@ -137,7 +140,8 @@ class SimCaptureCard:
         if delay > 0 and self.stop.wait(delay):
             return False, None
         self.next_k = k + 1
-        self.last_timestamp_ms = captured * 1000.0
+        # the driver stamps the buffer in its interrupt handler: tens of microseconds of jitter
+        self.last_timestamp_ms = (captured + float(self.rng.normal(0.0, TIMESTAMP_JITTER_S))) * 1000.0
         jpeg = self._jpeg(k, float(clock.true_time(k)))
         self.delivered += 1
         if self.fourcc == "MJPG" and not self.convert_rgb:
@@ -158,15 +162,15 @@ class SimCaptureCard:
         return end if begin <= captured < end else None
 
     def _jpeg(self, k: int, t: float) -> bytes:
-        if self.s.frame_pool:
-            if not self._pool:
-                self._pool = [self._render(i, t + i / self.fps) for i in range(self.s.frame_pool)]
+        if self._pool:
             return self._pool[k % len(self._pool)]
         return self._render(k, t)
 
-    def _render(self, k: int, t: float) -> bytes:
+    def _render(self, k: int, t: float, noise: bool = False) -> bytes:
         exposure = SHUTTER_ANGLE / 360.0 / self.fps
         img = self.scene.render(self._view_model, t, exposure, k)
+        if noise:  # pooled load-test frames: sensor noise gives them a camera's JPEG size (flat renders are tiny)
+            img = np.clip(img + sensor_noise(img.shape, k), 0, 255).astype(np.uint8)
         ok, buf = cv2.imencode(".jpg", img, [int(cv2.IMWRITE_JPEG_QUALITY), self.s.jpeg_quality])
         if not ok:
             raise RuntimeError("JPEG encoding failed")

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from drivers.camera.mjpeg import part_bytes
 from drivers.sim.lab import DeviceTruth, SimClock, SimLabSettings
-from drivers.sim.scene import Scene, SceneSettings, lab_cameras
+from drivers.sim.scene import Scene, SceneSettings, lab_cameras, sensor_noise
 
 BOUNDARY = "Ba4oTvQMY8ew04N8dcnM"  # the app uses a fixed random-looking token
 SHUTTER_S = 1 / 120
@@ -83,6 +83,8 @@ class PhoneEmulator:
         return f"http://{host}:{port}"
 
     def start(self) -> PhoneEmulator:
+        if self.s.frame_pool:
+            self._pool = [self._render(i, noise=True) for i in range(self.s.frame_pool)]
         self._thread.start()
         return self
 
@@ -92,14 +94,14 @@ class PhoneEmulator:
         self.server.server_close()
 
     def frame(self, k: int) -> bytes:
-        if self.s.frame_pool:
-            if not self._pool:
-                self._pool = [self._render(i) for i in range(self.s.frame_pool)]
+        if self._pool:
             return self._pool[k % len(self._pool)]
         return self._render(k)
 
-    def _render(self, k: int) -> bytes:
+    def _render(self, k: int, noise: bool = False) -> bytes:
         img = self.scene.render(self.camera, float(self.clock.true_time(k)), SHUTTER_S, k)
+        if noise:  # pooled load-test frames: sensor noise gives them a camera's JPEG size
+            img = np.clip(img + sensor_noise(img.shape, k), 0, 255).astype(np.uint8)
         ok, buf = cv2.imencode(".jpg", img, [int(cv2.IMWRITE_JPEG_QUALITY), self.s.jpeg_quality])
         assert ok
         return buf.tobytes()

@@ -56,6 +56,17 @@ _SHIRT, _SKIN, _SHORTS, _SHOES = (150, 80, 40), (120, 150, 200), (50, 50, 60), (
 _STEEL, _PLATE_RED = (150, 150, 155), (40, 40, 170)
 
 
+def sensor_noise(shape: tuple[int, ...], k: int, sigma: float = 4.0) -> np.ndarray:
+    """Sensor noise for frame k (a fixed random field, shifted per frame: cheap, and enough to give a
+    synthetic frame the JPEG size of a camera's)."""
+    if _NOISE.get(shape) is None:
+        _NOISE[shape] = np.random.default_rng(0).normal(0.0, sigma, shape).astype(np.float32)
+    return np.roll(_NOISE[shape], 7 * k, axis=1)
+
+
+_NOISE: dict[tuple[int, ...], np.ndarray] = {}
+
+
 def encode_barcode(image: np.ndarray, value: int) -> None:
     """Draw `value` as BARCODE_BITS black/white blocks along the bottom edge (MSB first)."""
     h, w = image.shape[:2]
