@@ -356,3 +356,23 @@ def test_capture_card_stall_is_named_and_leaves_a_gap(tmp_path):
     with FrameFile(tmp_path / "cam4.h5") as ff:
         assert 50 <= len(ff) <= 62  # the frames of the first second, all kept
         np.testing.assert_array_equal(np.diff(ff.frame_index), 1)
+
+
+@pytest.mark.parametrize("buffers, lost", [(4, 8), (32, 0)])
+def test_capture_card_queues_buffers_like_v4l2(buffers, lost):
+    from drivers.sim.capture import SimCaptureCard
+
+    card = SimCaptureCard("cam1", CameraEmulatorSettings(truth=DeviceTruth(latency_s=0.01)), SIM, seed=1)
+    card.set(cv2.CAP_PROP_FRAME_WIDTH, 320)
+    card.set(cv2.CAP_PROP_CONVERT_RGB, 0)
+    assert card.set(cv2.CAP_PROP_BUFFERSIZE, buffers) and card.get(cv2.CAP_PROP_BUFFERSIZE) == buffers
+    ok, first = card.read()
+    assert ok and first.shape[0] == 1 and is_complete_jpeg(first.tobytes())
+    time.sleep(12 / 60)  # the reader stalls for 12 frame periods
+    counters = []
+    for _ in range(14):
+        ok, buf = card.read()
+        counters.append(decode_barcode(cv2.imdecode(buf.reshape(-1), cv2.IMREAD_COLOR)))
+    assert card.lost == (counters[0] - 1)  # the oldest frames were overwritten, the newest kept
+    assert (card.lost >= lost) if lost else (card.lost == 0)
+    assert counters == list(range(counters[0], counters[0] + 14))

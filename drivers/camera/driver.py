@@ -162,9 +162,9 @@ class CameraDriver(Driver):
         self.source = source
         fmt = source.open(self.request)
         self.format = fmt
-        req = self.request if fmt.fps else CaptureRequest(s.width, s.height, 0.0, s.fourcc)
-        self.format_problem = fmt.mismatch(CaptureRequest(req.width, req.height, req.fps or s.fps,
-                                                           "MJPG" if source.passthrough else ""))
+        # a stream or file has no format negotiation: its codec is what it is (size and rate still count)
+        asked = self.request if source.negotiates else CaptureRequest(s.width, s.height, s.fps, "")
+        self.format_problem = fmt.mismatch(asked)
         if self.format_problem:
             log.warning("%s: %s", self.ctx.device_id, self.format_problem)
         self.recorder.attrs.update(self._frame_attrs(fmt.width, fmt.height))

@@ -71,6 +71,7 @@ class DeliveredFormat:
 
 class FrameSource(ABC):
     passthrough = False  # frames are JPEG bytes as the device sent them
+    negotiates = False  # the device is asked for a pixel format (V4L2): a different one is a mismatch
     device_time_on_host_clock = False  # device_time is a capture time on local_clock (V4L2 timestamps)
 
     def __init__(self, spec: str) -> None:
@@ -112,7 +113,7 @@ class OpenCvSource(FrameSource):
         self.fmt: DeliveredFormat | None = None
         self._pace_t0 = 0.0
         self._pace_k = 0
-        self.device_time_on_host_clock = kind in ("v4l2", "sim")
+        self.device_time_on_host_clock = self.negotiates = kind in ("v4l2", "sim")
 
     def open(self, req: CaptureRequest) -> DeliveredFormat:
         if self.kind == "v4l2" and isinstance(self.target, str) and not os.path.exists(self.target):
@@ -131,6 +132,9 @@ class OpenCvSource(FrameSource):
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, req.width)
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, req.height)
             cap.set(cv2.CAP_PROP_FPS, req.fps)
+            # kernel buffers for ~0.25 s of frames: a moment's stall of this process (a flush, the GIL)
+            # must not lose frames; OpenCV's default of 4 is 67 ms at 60 fps
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, max(4, min(32, round(req.fps / 4))))
         fmt = DeliveredFormat(int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
                               float(cap.get(cv2.CAP_PROP_FPS)), fourcc_text(cap.get(cv2.CAP_PROP_FOURCC)))
         self.passthrough = self.kind in ("v4l2", "sim") and fmt.fourcc == "MJPG"

@@ -8,7 +8,8 @@ Honest to the V4L2 backend where the driver relies on it:
   (the card's hardware encoder made it), otherwise a decoded BGR image;
 - CAP_PROP_POS_MSEC is the buffer's capture timestamp on CLOCK_MONOTONIC (the clock of
   pylsl.local_clock), taken when the card finished receiving the frame;
-- the kernel queues a few buffers: a reader that falls further behind loses the oldest frames;
+- the kernel queues a few buffers (CAP_PROP_BUFFERSIZE, 4 by default): a reader that falls further
+  behind loses the oldest frames;
 - read() blocks until the next frame and fails after the capture timeout when the card stalls.
 """
 
@@ -27,7 +28,8 @@ from drivers.sim.scene import Scene, lab_cameras, sensor_noise
 
 CARD_MODES = ((1920, 1080), (1280, 720), (960, 540), (640, 360), (480, 270), (320, 180))
 CARD_RATES = (24.0, 25.0, 30.0, 50.0, 60.0)
-QUEUED_BUFFERS = 4
+DEFAULT_BUFFERS = 4  # OpenCV's V4L2 backend queues 4 buffers unless CAP_PROP_BUFFERSIZE asks otherwise
+MAX_BUFFERS = 32
 CAPTURE_TIMEOUT_S = 2.0  # the V4L2 backend gives up a read after a timeout (10 s by default; shorter here)
 SHUTTER_ANGLE = 180.0
 TIMESTAMP_JITTER_S = 30e-6
@@ -56,6 +58,7 @@ class SimCaptureCard:
         self.fps = 60.0
         self.fourcc = "MJPG"
         self.convert_rgb = True
+        self.buffers = DEFAULT_BUFFERS
         self.opened = True
         self.clock: SimClock | None = None  # starts with the first read (the signal locks)
         self.next_k = 0
@@ -88,6 +91,8 @@ class SimCaptureCard:
             self.fourcc = text if text in ("MJPG", "YUYV") else self.fourcc
         elif prop == cv2.CAP_PROP_CONVERT_RGB:
             self.convert_rgb = bool(value)
+        elif prop == cv2.CAP_PROP_BUFFERSIZE:
+            self.buffers = max(1, min(MAX_BUFFERS, int(value)))
         else:
             return False
         return True
@@ -105,6 +110,8 @@ class SimCaptureCard:
             return self.last_timestamp_ms
         if prop == cv2.CAP_PROP_CONVERT_RGB:
             return float(self.convert_rgb)
+        if prop == cv2.CAP_PROP_BUFFERSIZE:
+            return float(self.buffers)
         return 0.0
 
     def read(self) -> tuple[bool, np.ndarray | None]:
@@ -120,9 +127,9 @@ class SimCaptureCard:
         clock = self.clock
         k = self.next_k
         available = clock.count_arrived(now) - 1  # frames whose buffer is complete
-        if available - k >= QUEUED_BUFFERS:  # the reader fell behind: the oldest buffers were reused
-            self.lost += available - k - QUEUED_BUFFERS + 1
-            k = available - QUEUED_BUFFERS + 1
+        if available - k >= self.buffers:  # the reader fell behind: the oldest buffers were reused
+            self.lost += available - k - self.buffers + 1
+            k = available - self.buffers + 1
         while self.s.faults.drop_probability and self.rng.random() < self.s.faults.drop_probability:
             self.lost += 1
             k += 1
