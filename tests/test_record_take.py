@@ -131,8 +131,8 @@ def test_camera_frames_match_their_index_streams(sim_take):
                 tr = truths[cam]
                 k = ff.frame_index + numbers[0]
                 err = ff.time_stamps - (tr["t0"] + k / tr["true_rate"] + tr["latency_s"])
-                assert np.std(err) < (0.001 if cam == "phone" else 5e-5), cam
-                assert abs(np.median(err)) < (0.01 if cam == "phone" else 5e-5), cam
+                assert np.std(err) < (0.001 if cam == "phone" else 1e-4), cam
+                assert abs(np.median(err)) < (0.01 if cam == "phone" else 3e-4), cam  # the fit sits on the earliest
                 # the true camera model at the stored frame size, for the calibration benchmark
                 assert tr["camera"]["image_size"] == [480, 270] and len(tr["camera"]["dist"]) == 5
             # the external link reaches the frame file
