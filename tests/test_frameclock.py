@@ -107,3 +107,15 @@ def test_counter_restart_after_reconnect_keeps_the_index_rising():
     assert index[:100] == list(range(100))
     assert index[100:] == list(range(160, 210))
     assert clock.dropped == 60
+
+
+def test_the_delivered_rate_replaces_the_requested_one():
+    # asked for 60 fps, the device delivers 50: counted at 60 every frame would look like a drop
+    clock = FrameClock(60.0)
+    clock.set_rate(50.0)
+    k = np.arange(300)
+    captured = 5.0 + k / 50.0
+    placed = place_all(clock, captured + 0.001, device_times=captured, fit_times=captured)
+    assert [ft.index for ft, _ in placed] == list(range(300)) and clock.dropped == 0
+    stamps = np.array([ft.stamp for ft, _ in placed])
+    assert np.max(np.abs(stamps - captured)) < 1e-6

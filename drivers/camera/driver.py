@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 CONTROL_KEY = "control"
 CONTROL_CHECK_S = 5.0
+HOST_CLOCK_TOLERANCE_S = 1.0  # a V4L2 capture timestamp this far from its arrival is on another clock
 
 
 class CameraSettings(BaseModel):
@@ -98,12 +99,15 @@ class CameraDriver(Driver):
         self.preview_path = device_runtime_path(ctx.rig_name, ctx.device_id, ".preview")
         self.last_frame_at = 0.0
         self.frames = 0
+        self.corrupt_before = 0  # damaged frames of earlier connections
+        self.foreign_timestamps = False
         self.control: RecordControl | None = None
         self.control_state: dict[str, Any] = {}
         self._control_lock = threading.Lock()
         self._marker_lock = threading.Lock()
         self._control_thread: threading.Thread | None = None
         self._standalone_started = False
+        self.rolling_clip: str | None = None  # the clip the camera was asked to record, until asked to stop
 
     # -- where frames and control come from ----------------------------------------------------------
     def _emulator_address(self) -> dict[str, str]:
@@ -169,6 +173,8 @@ class CameraDriver(Driver):
             log.warning("%s: %s", self.ctx.device_id, self.format_problem)
         self.recorder.attrs.update(self._frame_attrs(fmt.width, fmt.height))
         self.recorder.attrs["source"] = spec
+        if fmt.fps > 0:
+            self.clock.set_rate(fmt.fps)  # the device's rate, not the one asked for
         self.clock.reconnected()
         self.last_frame_at = pylsl.local_clock()
         if s.preview and self.preview is None:
@@ -203,6 +209,14 @@ class CameraDriver(Driver):
                 raise DeviceError(f"{self.source.spec}: JPEG encoding failed for a {frame.data.shape} frame")
             jpeg = buf.tobytes()
         on_host = self.source.device_time_on_host_clock and frame.device_time is not None
+        if on_host and abs(frame.device_time - frame.arrival) > HOST_CLOCK_TOLERANCE_S:
+            # a driver set to stamp buffers on another clock (uvcvideo's clock=realtime): use arrivals
+            if not self.foreign_timestamps:
+                log.warning("%s: capture timestamps are %.1f s from arrival: not on the host clock; using arrival "
+                            "times", self.ctx.device_id, frame.device_time - frame.arrival)
+            self.foreign_timestamps = True
+        if self.foreign_timestamps:
+            on_host = False
         placed = self.clock.add(frame.arrival, frame.counter, frame.device_time,
                                 fit_time=frame.device_time if on_host else None, payload=jpeg)
         self._store(placed)
@@ -221,22 +235,30 @@ class CameraDriver(Driver):
                      [ft.stamp for ft, _ in placed])
 
     def close(self) -> None:
+        self._store(self.clock.flush())  # frames waiting for successors: the stream may not come back
         if self.source is not None:
+            self.corrupt_before += self.source.corrupt
             self.source.close()
         self.source = None
 
+    @property
+    def corrupt(self) -> int:
+        source = self.source  # a reconnect may close it meanwhile
+        return self.corrupt_before + (source.corrupt if source is not None else 0)
+
     def shutdown(self) -> None:
-        self._store(self.clock.flush())  # frames still waiting for their successors
-        if self.recorder.recording:
+        try:
+            self._store(self.clock.flush())  # frames still waiting for their successors
             self._control_stop()
-        self.recorder.abort()
-        with self._control_lock:
-            if self.control is not None:
-                self.control.close()
-                self.control = None
-        if self.preview is not None:
-            self.preview.close()
-            self.preview = None
+        finally:
+            self.recorder.abort()  # the frame file is finished whatever the camera's API did
+            with self._control_lock:
+                if self.control is not None:
+                    self.control.close()
+                    self.control = None
+            if self.preview is not None:
+                self.preview.close()
+                self.preview = None
 
     # -- record control ------------------------------------------------------------------------------
     def _start_control(self) -> None:
@@ -263,10 +285,16 @@ class CameraDriver(Driver):
                 control = self.control
                 if control is None:
                     return
-                if time.monotonic() >= next_check and not self.recorder.recording:
-                    self.check_control(control)
+                try:
+                    if time.monotonic() >= next_check and not self.recorder.recording:
+                        self.check_control(control)
+                        next_check = time.monotonic() + CONTROL_CHECK_S
+                    events = control.poll_events()
+                except Exception as exc:  # an unexpected reply must not end the checks
+                    self.control_state = {**self.control_state, "ready": False,
+                                          "problem": f"{type(exc).__name__}: {exc}"}
+                    events = []
                     next_check = time.monotonic() + CONTROL_CHECK_S
-                events = control.poll_events()
             self._publish_events(events)
             self.stop_event.wait(0.2)
 
@@ -290,34 +318,39 @@ class CameraDriver(Driver):
                 self.publish(CONTROL_KEY, [[e.to_marker()] for e in events], [now] * len(events))
 
     def _control_start(self, clip: str) -> list[str]:
+        name = clip_name(clip)
         with self._control_lock:
             if self.control is None:
                 return []
+            # set before asking: a start that times out may still have started the camera, and the stop at
+            # the end of the take must then still be sent (stopping is harmless when it is not rolling)
+            self.rolling_clip = name
             try:
-                events = self.control.start(clip_name(clip))
-            except ControlError as exc:
+                events = self.control.start(name)
+            except Exception as exc:
                 self.control_state = {**self.control_state, "ready": False, "problem": str(exc)}
-                self._publish_events([ControlEvent("record_error", pylsl.local_clock(), pylsl.local_clock(),
-                                                   None, None, clip_name(clip), {"error": str(exc)})])
+                self._record_error(name, exc)
                 return [f"{self.ctx.device_id}: the camera is not recording internally: {exc}"]
-            self.control_state = {**self.control_state, "recording": True, "clip": clip_name(clip)}
         self._publish_events(events)
         return []
 
     def _control_stop(self) -> list[str]:
         with self._control_lock:
-            if self.control is None or not self.control_state.get("recording"):
+            if self.control is None or self.rolling_clip is None:
                 return []
+            clip, self.rolling_clip = self.rolling_clip, None
             try:
                 events = self.control.stop()
-            except ControlError as exc:
-                self._publish_events([ControlEvent("record_error", pylsl.local_clock(), pylsl.local_clock(),
-                                                   None, None, self.control_state.get("clip"), {"error": str(exc)})])
+            except Exception as exc:
+                self._record_error(clip, exc)
                 return [f"{self.ctx.device_id}: stopping the camera's internal recording failed: {exc}"]
-            finally:
-                self.control_state = {**self.control_state, "recording": False}
         self._publish_events(events)
         return []
+
+    def _record_error(self, clip: str, exc: Exception) -> None:
+        now = pylsl.local_clock()
+        self._publish_events([ControlEvent("record_error", now, now, None, None, clip,
+                                           {"error": f"{type(exc).__name__}: {exc}"})])
 
     # -- commands ------------------------------------------------------------------------------------
     def start_recording(self, path: str, start_lsl: float, clip: str | None = None) -> dict[str, Any]:
@@ -328,8 +361,7 @@ class CameraDriver(Driver):
     def stop_recording(self, stop_lsl: float) -> dict[str, Any]:
         problems = self._control_stop()
         result = self.recorder.stop(stop_lsl, timeout=max(3.0, self.settings.stall_timeout_s + 1.0))
-        return {**result, "problems": problems + result.get("problems", []),
-                "corrupt_frames": self.source.corrupt if self.source else 0}
+        return {**result, "problems": problems + result.get("problems", []), "corrupt_frames": self.corrupt}
 
     def commands(self) -> dict[str, Any]:
         return {"start_recording": self.start_recording, "stop_recording": self.stop_recording,
@@ -341,7 +373,7 @@ class CameraDriver(Driver):
         return {"recording": self.recorder.recording, "frames": self.frames, "runs": self.clock.runs,
                 "format": None if fmt is None else f"{fmt.width}x{fmt.height} {fmt.fourcc} {fmt.fps:g} fps",
                 "format_problem": self.format_problem,
-                "corrupt_frames": self.source.corrupt if self.source else 0,
+                "corrupt_frames": self.corrupt,
                 "preview": str(self.preview_path) if self.preview else None,
                 "control": self.control_state or None}
 

@@ -59,6 +59,14 @@ class FrameClock:
         self._last_device_time: float | None = None
         self._waiting: deque[tuple[float, Any]] = deque()  # arrival-only frames not placed yet
 
+    def set_rate(self, fps: float) -> None:
+        """The rate the device actually delivers (it may differ from the one asked for): a new fit."""
+        if fps > 0 and abs(1.0 / fps - self.period) > 1e-3 * self.period:
+            self.period = 1.0 / fps
+            self.fit = ClockFit(self.period, window_s=20.0)
+            if self.index >= 0:
+                self.runs += 1
+
     def reconnected(self) -> None:
         """A new connection: the device's counter or clock may start over; arrival times still count."""
         self._last_counter = None

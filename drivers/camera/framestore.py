@@ -56,6 +56,8 @@ class FrameStore:
         self.count = 0
         self.dropped = 0
         self.error: str | None = None
+        self.failed = False
+        self.lost = 0  # frames not stored because of a write error
         self.closed = False
         self._closing = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name=f"frames {self.path.name}", daemon=True)
@@ -68,22 +70,31 @@ class FrameStore:
 
     def _write_loop(self) -> None:
         while not self._closing.wait(self.schedule.flush_s):
-            try:
-                self.flush()
-            except Exception as exc:  # a full or failing disk: keep the frames queued, say why
-                self.error = f"{self.path}: writing frames failed: {type(exc).__name__}: {exc}"
-                log.error("%s", self.error)
+            self.flush()
 
     def flush(self, force_fsync: bool = False) -> None:
+        """Write the queued frames. After a write error (a full or failing disk) nothing more is written:
+        a block may be half written, and readers count only the frames all four datasets hold, so the
+        file stays consistent up to the last whole block; the error names how many frames were lost."""
         with self._io_lock:
             with self._queue_lock:
                 pending, self._pending = self._pending, []
-            if pending:
-                frames, stamps, indices = zip(*pending, strict=True)
-                self.frames.append(list(frames))
-                self.stamps.append(np.asarray(stamps, dtype=np.float64))
-                self.index.append(np.asarray(indices, dtype=np.int64))
-            self.schedule.run(self.f, force=force_fsync)
+            if self.failed:
+                self.lost += len(pending)
+                return
+            try:
+                if pending:
+                    frames, stamps, indices = zip(*pending, strict=True)
+                    self.frames.append(list(frames))
+                    self.index.append(np.asarray(indices, dtype=np.int64))
+                    self.stamps.append(np.asarray(stamps, dtype=np.float64))  # last: it makes a frame count
+                self.schedule.run(self.f, force=force_fsync)
+            except Exception as exc:
+                self.failed = True
+                self.lost += len(pending)
+                self.error = (f"{self.path}: writing frames failed ({type(exc).__name__}: {exc}); "
+                              "no frame after it is stored")
+                log.error("%s", self.error)
 
     def close(self, stopped_lsl: float | None = None) -> dict[str, int]:
         """Write what is pending and close; then, in a normal (non-SWMR) open, drop frames stamped after
@@ -92,7 +103,6 @@ class FrameStore:
             self._closing.set()
             self._writer.join()
             self.flush()  # the pending frames; reopened_after_swmr flushes and fsyncs the file
-            self.closed = True
             with reopened_after_swmr(self.f, self.schedule) as f:
                 if stopped_lsl is not None:
                     trim_after(f["frame_time_stamps"], stopped_lsl, rows=(f["frame_index"],),
@@ -101,6 +111,7 @@ class FrameStore:
                 self.count = int(f["frame_index"].shape[0])
                 self.dropped = count_dropped(f["frame_index"][()])
                 f.attrs["dropped_frames"] = self.dropped
+            self.closed = True
         return {"frames": self.count, "dropped": self.dropped}
 
 

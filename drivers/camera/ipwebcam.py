@@ -4,6 +4,7 @@ Phones give no timecode; the request and reply times are what the marker stream 
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -32,7 +33,7 @@ class IpWebcamControl(RecordControl):
                 body = resp.read()
         except urllib.error.HTTPError as exc:
             raise ControlError(f"ipwebcam {self.base}: GET {path} answered {exc.code} {exc.reason}") from exc
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
             raise ControlError(f"ipwebcam {self.base}: GET {path} failed: {reason}") from exc
         return body, sent, pylsl.local_clock()

@@ -23,7 +23,7 @@ def is_complete_jpeg(data: bytes | memoryview) -> bool:
     cameras send whole buffers) is allowed; the bytes are still stored as sent."""
     if len(data) < 4 or data[:2] != b"\xff\xd8":
         return False
-    return bytes(data[-256:]).rstrip(b"\x00").endswith(b"\xff\xd9")
+    return bytes(data[-256:]).rstrip(b"\x00\r\n").endswith(b"\xff\xd9")
 
 
 def part_bytes(jpeg: bytes, boundary: str, extra_headers: dict[str, str] | None = None) -> bytes:
@@ -79,12 +79,13 @@ class MjpegReader:
         if not boundary:
             conn.close()
             raise DeviceError(f"{self.url}: MJPEG stream without a boundary in its content type ({ctype!r})")
-        # some servers put the leading dashes in the parameter, some do not
-        self.boundary = (boundary if boundary.startswith("--") else "--" + boundary).encode("latin-1")
+        # the delimiter line is "--" + boundary; servers differ on whether the parameter already has the
+        # dashes, so lines are compared without their leading dashes
+        self.boundary = boundary.lstrip("-").encode("latin-1")
         self._conn = conn
         self._boundary_read = False
         self._resp = resp  # kept alive: collecting it would close its file
-        self._fp = resp.fp  # the raw buffered socket file: parts are read without http.client's help
+        self._fp = resp  # reads through http.client: chunked transfer encoding is undone there
 
     def close(self) -> None:
         if self._conn is not None:
@@ -128,7 +129,7 @@ class MjpegReader:
             line = fp.readline(65536)
             if not line:
                 raise DeviceError(f"{self.url}: the stream ended")
-            if line.startswith(self.boundary):
+            if self._is_boundary(line):
                 return
             scanned += len(line)
             if scanned > SCAN_LIMIT or time.monotonic() > give_up:
@@ -157,12 +158,15 @@ class MjpegReader:
             line = fp.readline(65536)
             if not line:
                 raise DeviceError(f"{self.url}: the stream ended inside a frame")
-            if line.startswith(self.boundary):
+            if self._is_boundary(line):
                 self._boundary_read = True
                 break
             body += line
             if len(body) > MAX_PART_BYTES:
                 raise DeviceError(f"{self.url}: a part longer than {MAX_PART_BYTES} bytes: not an MJPEG stream")
-        if body.endswith(b"\r\n"):
-            del body[-2:]
+        if body.endswith(b"\n"):  # the line end before the delimiter belongs to it (CRLF or a bare LF)
+            del body[-(2 if body.endswith(b"\r\n") else 1):]
         return bytes(body)
+
+    def _is_boundary(self, line: bytes) -> bool:
+        return line.lstrip(b"-").rstrip(b"\r\n").rstrip(b"-") == self.boundary

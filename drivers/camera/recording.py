@@ -6,10 +6,13 @@ before the request but stamped after `start` are not lost, and stop waits for th
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 from typing import Any
 
 from drivers.camera.framestore import FrameStore
+
+log = logging.getLogger(__name__)
 
 
 class TakeFrameRecorder:
@@ -22,6 +25,7 @@ class TakeFrameRecorder:
         self._stop: float | None = None
         self._done = threading.Event()
         self._summary: dict[str, Any] = {}
+        self._late_start: str | None = None
 
     @property
     def recording(self) -> bool:
@@ -44,6 +48,10 @@ class TakeFrameRecorder:
             if self._store is not None:
                 raise RuntimeError(f"already recording to {self._store.path}")
             store = FrameStore(path, self.attrs)
+            self._late_start = None
+            if self._preroll and self._preroll[0][1] > start_lsl and len(self._preroll) == self._preroll.maxlen:
+                self._late_start = (f"{path}: the take started {self._preroll[0][1] - start_lsl:.2f} s before the "
+                                    "oldest frame kept for it: its first frames are missing")
             for frame, stamp, index in self._preroll:
                 if stamp >= start_lsl:
                     store.append(frame, stamp, index)
@@ -69,11 +77,23 @@ class TakeFrameRecorder:
             return {**self._summary, "drained": drained}
 
     def _finish(self) -> None:
+        """Close the take's file. Never raises (it runs on the capture thread): a failure is reported."""
         store = self._store
         assert store is not None
-        self._summary = {"path": str(store.path), **store.close(self._stop),
-                         "problems": [store.error] if store.error else []}
         self._store = None
+        problems = [store.error] if store.error else []
+        try:
+            summary = store.close(self._stop)
+        except Exception as exc:
+            problems.append(f"{store.path}: closing the frame file failed ({type(exc).__name__}: {exc}); "
+                            "it holds the frames flushed before, without its end-of-take attributes")
+            log.error("%s", problems[-1])
+            summary = {"frames": store.count, "dropped": None}
+        if store.lost:
+            problems.append(f"{store.path}: {store.lost} frames were not stored")
+        if self._late_start:
+            problems.append(self._late_start)
+        self._summary = {"path": str(store.path), **summary, "problems": problems}
         self._done.set()
 
     def abort(self) -> None:

@@ -29,6 +29,11 @@ import pylsl
 from drivers.camera.mjpeg import MjpegReader, is_complete_jpeg
 from drivers.runtime.driver import DeviceError
 
+V4L2_MAX_BUFFERS = 10
+# A stalled V4L2 device blocks each read for OpenCV's select() timeout, 10 s by default and not settable
+# per capture (CAP_PROP_READ_TIMEOUT_MSEC is not supported there); OpenCV reads this once per process.
+os.environ.setdefault("OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT", "2")
+
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".mjpeg", ".mjpg", ".m4v")
 
 
@@ -132,9 +137,9 @@ class OpenCvSource(FrameSource):
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, req.width)
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, req.height)
             cap.set(cv2.CAP_PROP_FPS, req.fps)
-            # kernel buffers for ~0.25 s of frames: a moment's stall of this process (a flush, the GIL)
-            # must not lose frames; OpenCV's default of 4 is 67 ms at 60 fps
-            cap.set(cv2.CAP_PROP_BUFFERSIZE, max(4, min(32, round(req.fps / 4))))
+            # more kernel buffers: a moment's stall of this process (the GIL, a flush) must not lose frames;
+            # OpenCV's default of 4 is 67 ms at 60 fps and its V4L2 backend accepts at most 10
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, V4L2_MAX_BUFFERS)
         fmt = DeliveredFormat(int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
                               float(cap.get(cv2.CAP_PROP_FPS)), fourcc_text(cap.get(cv2.CAP_PROP_FOURCC)))
         self.passthrough = self.kind in ("v4l2", "sim") and fmt.fourcc == "MJPG"

@@ -8,12 +8,15 @@ blocks of rows. The low-level calls (set_extent + hyperslab write) cost about ha
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Iterator
 
 import h5py
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 512 * 1024
 
@@ -55,7 +58,12 @@ class Appender:
         fspace = dsid.get_space()
         fspace.select_hyperslab((self.n,) + (0,) * len(self.row_shape), (k, *self.row_shape))
         mspace = h5py.h5s.create_simple(rows.shape)
-        dsid.write(mspace, fspace, rows)
+        try:
+            dsid.write(mspace, fspace, rows)
+        except Exception:
+            with contextlib.suppress(Exception):  # a failed write must not leave rows of fill values
+                dsid.set_extent((self.n, *self.row_shape))
+            raise
         self.n = new_n
 
 
@@ -138,8 +146,25 @@ def reopened_after_swmr(f: h5py.File, schedule: FlushSchedule) -> Iterator[h5py.
     path = f.filename
     schedule.run(f, force=True)
     f.close()
-    with h5py.File(path, "r+") as reopened:
+    with _open_for_edit(path) as reopened:
         yield reopened
+
+
+def _open_for_edit(path: str, wait_s: float = 2.0) -> h5py.File:
+    """Open a closed recording for its end-of-recording edits. A viewer that has it open (read-only,
+    SWMR) holds a file lock: wait a moment for it, then edit without the lock, because a finished
+    recording must not stay unfinished for a viewer (we are the only writer)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return h5py.File(path, "r+")
+        except OSError as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            if time.monotonic() >= deadline:
+                log.warning("%s is open in another program: finishing it without the HDF5 file lock", path)
+                return h5py.File(path, "r+", locking=False)
+            time.sleep(0.1)
 
 
 def trim_after(stamps: h5py.Dataset, stop: float, rows: tuple[h5py.Dataset, ...] = (),

@@ -29,7 +29,7 @@ from drivers.sim.scene import Scene, lab_cameras, sensor_noise
 CARD_MODES = ((1920, 1080), (1280, 720), (960, 540), (640, 360), (480, 270), (320, 180))
 CARD_RATES = (24.0, 25.0, 30.0, 50.0, 60.0)
 DEFAULT_BUFFERS = 4  # OpenCV's V4L2 backend queues 4 buffers unless CAP_PROP_BUFFERSIZE asks otherwise
-MAX_BUFFERS = 32
+MAX_BUFFERS = 10  # OpenCV's V4L2 backend refuses more ("Bad buffer size") and keeps what it had
 CAPTURE_TIMEOUT_S = 2.0  # the V4L2 backend gives up a read after a timeout (10 s by default; shorter here)
 SHUTTER_ANGLE = 180.0
 TIMESTAMP_JITTER_S = 30e-6
@@ -92,7 +92,9 @@ class SimCaptureCard:
         elif prop == cv2.CAP_PROP_CONVERT_RGB:
             self.convert_rgb = bool(value)
         elif prop == cv2.CAP_PROP_BUFFERSIZE:
-            self.buffers = max(1, min(MAX_BUFFERS, int(value)))
+            if not 1 <= int(value) <= MAX_BUFFERS:
+                return False
+            self.buffers = int(value)
         else:
             return False
         return True
