@@ -374,9 +374,10 @@ def test_capture_card_queues_buffers_like_v4l2(buffers, lost):
     for _ in range(14):
         ok, buf = card.read()
         counters.append(decode_barcode(cv2.imdecode(buf.reshape(-1), cv2.IMREAD_COLOR)))
-    assert card.lost == (counters[0] - 1)  # the oldest frames were overwritten, the newest kept
-    assert card.lost >= lost
-    assert counters == list(range(counters[0], counters[0] + 14))
+    # as V4L2 does: the full buffers keep the old frames (the reader gets them, stale), new ones are dropped
+    assert counters[:buffers] == list(range(1, buffers + 1))
+    assert card.lost == counters[buffers] - buffers - 1 >= lost
+    assert counters[buffers:] == list(range(counters[buffers], counters[buffers] + 14 - buffers))
 
 
 def raw_mjpeg_server(header: bytes, body: bytes) -> tuple[str, threading.Thread]:

@@ -8,13 +8,14 @@ Honest to the V4L2 backend where the driver relies on it:
   (the card's hardware encoder made it), otherwise a decoded BGR image;
 - CAP_PROP_POS_MSEC is the buffer's capture timestamp on CLOCK_MONOTONIC (the clock of
   pylsl.local_clock), taken when the card finished receiving the frame;
-- the kernel queues a few buffers (CAP_PROP_BUFFERSIZE, 4 by default): a reader that falls further
-  behind loses the oldest frames;
+- the kernel queues a few buffers (CAP_PROP_BUFFERSIZE, 4 by default): when a slow reader leaves
+  them all full, newly captured frames are dropped and the reader gets the stale ones first;
 - read() blocks until the next frame and fails after the capture timeout when the card stalls.
 """
 
 from __future__ import annotations
 
+import collections
 import threading
 from typing import Any
 
@@ -61,7 +62,8 @@ class SimCaptureCard:
         self.buffers = DEFAULT_BUFFERS
         self.opened = True
         self.clock: SimClock | None = None  # starts with the first read (the signal locks)
-        self.next_k = 0
+        self.capture_k = 0  # the next frame the card will capture
+        self.queue: collections.deque[int] = collections.deque()  # frames in filled buffers, oldest first
         self.lost = 0
         self.delivered = 0
         self.last_timestamp_ms = 0.0
@@ -125,30 +127,26 @@ class SimCaptureCard:
                 self._pool = [self._render(i, i / self.fps, noise=True) for i in range(self.s.frame_pool)]
             self.opened_at = pylsl.local_clock()
             self.clock = SimClock(self.s.truth, self.fps, self.opened_at)
-        now = pylsl.local_clock()
         clock = self.clock
-        k = self.next_k
-        available = clock.count_arrived(now) - 1  # frames whose buffer is complete
-        if available - k >= self.buffers:  # the reader fell behind: the oldest buffers were reused
-            self.lost += available - k - self.buffers + 1
-            k = available - self.buffers + 1
-        while self.s.faults.drop_probability and self.rng.random() < self.s.faults.drop_probability:
-            self.lost += 1
-            k += 1
-        captured = float(clock.true_time(k)) + self.s.truth.latency_s  # the card's buffer timestamp
-        stall = self._stalled(captured)
-        if stall is not None:
-            wait = min(CAPTURE_TIMEOUT_S, stall - now)
-            self.stop.wait(max(0.0, wait))
-            if wait >= CAPTURE_TIMEOUT_S or self.stop.is_set():
+        while True:
+            now = pylsl.local_clock()
+            self._capture_until(now)
+            if self.queue:
+                break
+            ready = float(clock.true_time(self.capture_k)) + self.s.truth.latency_s
+            stall = self._stalled(ready)
+            if stall is not None:  # no signal: the read fails after the capture timeout
+                wait = min(CAPTURE_TIMEOUT_S, stall - now)
+                if self.stop.wait(max(0.0, wait)) or wait >= CAPTURE_TIMEOUT_S:
+                    return False, None
+                self.capture_k = clock.count_arrived(stall)  # the signal is back: frames resume from now
+                continue
+            # the process wakes a little after the buffer is done (scheduling)
+            jitter = self.rng.exponential(self.s.truth.jitter_s) if self.s.truth.jitter_s > 0 else 0.0
+            if self.stop.wait(max(0.0, ready + jitter - now)):
                 return False, None
-            self.next_k = clock.count_arrived(stall)  # the signal is back: frames resume from now
-            return self.read()
-        jitter = self.rng.exponential(self.s.truth.jitter_s) if self.s.truth.jitter_s > 0 else 0.0
-        delay = captured + jitter - pylsl.local_clock()
-        if delay > 0 and self.stop.wait(delay):
-            return False, None
-        self.next_k = k + 1
+        k = self.queue.popleft()
+        captured = float(clock.true_time(k)) + self.s.truth.latency_s  # the card's buffer timestamp
         # the driver stamps the buffer in its interrupt handler: tens of microseconds of jitter
         self.last_timestamp_ms = (captured + float(self.rng.normal(0.0, TIMESTAMP_JITTER_S))) * 1000.0
         jpeg = self._jpeg(k, float(clock.true_time(k)))
@@ -161,6 +159,23 @@ class SimCaptureCard:
         return True, cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
 
     # -- the card ------------------------------------------------------------------------------------
+    def _capture_until(self, now: float) -> None:
+        """Frames the card finished by `now` go into free buffers, oldest first. Buffers are freed only
+        by reads: when all are full, the frames that arrive are dropped (V4L2 keeps the old ones, so a
+        reader that fell behind gets stale frames, then a gap)."""
+        done = self.clock.count_arrived(now)
+        while self.capture_k < done:
+            k = self.capture_k
+            self.capture_k += 1
+            captured = float(self.clock.true_time(k)) + self.s.truth.latency_s
+            if self._stalled(captured) is not None:
+                continue
+            if self.s.faults.drop_probability and self.rng.random() < self.s.faults.drop_probability:
+                self.lost += 1  # the card never delivers it
+            elif len(self.queue) < self.buffers:
+                self.queue.append(k)
+            else:
+                self.lost += 1
     def _stalled(self, captured: float) -> float | None:
         """When a stall covers this frame's capture time: the time the signal comes back."""
         f = self.s.faults
