@@ -135,33 +135,27 @@ class RigController:
             raise RigControlError(f"the take did not start: {exc}") from exc
         self.active = ActiveTake(take, session, path, start_lsl, started_at)
         clip = f"{session.name}_{path.name}"  # the cameras' internal clips are named after the take
-        with ThreadPoolExecutor(max_workers=max(1, len(cameras))) as pool:  # record control: one HTTP round each
-            futures = {cam: pool.submit(self.supervisor.request, cam, "start_recording", 15,
-                                        path=str(path / f"{cam}.h5"), start_lsl=start_lsl, clip=clip)
-                       for cam in cameras}
-            for cam, fut in futures.items():
-                try:
-                    self.active.problems.extend(fut.result().get("problems", []))
-                except (ChildError, KeyError) as exc:
-                    self.active.problems.append(f"{cam} is not recording frames: {exc}")
+        replies = self.supervisor.request_each(
+            {c: {"path": str(path / f"{c}.h5"), "start_lsl": start_lsl, "clip": clip} for c in cameras},
+            "start_recording", 15)
+        for cam, reply in replies.items():
+            if isinstance(reply, Exception):
+                self.active.problems.append(f"{cam} is not recording frames: {reply}")
+            else:
+                self.active.problems.extend(reply.get("problems", []))
         for problem in self.active.problems:
             log.error("%s", problem)
         return self.active
 
     def camera_problems(self) -> list[str]:
         """Cameras that cannot record right now (card full, control unreachable), asked before a take."""
-        cams = [c for c in self.supervisor.camera_ids() if c in self.supervisor.children]
         problems = []
-        with ThreadPoolExecutor(max_workers=max(1, len(cams))) as pool:
-            futures = {c: pool.submit(self.supervisor.request, c, "check", 10) for c in cams}
-            for cam, fut in futures.items():
-                try:
-                    state = fut.result()
-                except ChildError as exc:
-                    problems.append(f"{cam}: no answer to the readiness check: {exc}")
-                    continue
-                if not state.get("ready", True):
-                    problems.append(f"{cam}: cannot record: {state.get('problem')}")
+        for cam, state in self.supervisor.request_each({c: {} for c in self.supervisor.running_cameras()},
+                                                       "check", 10).items():
+            if isinstance(state, Exception):
+                problems.append(f"{cam}: no answer to the readiness check: {state}")
+            elif not state.get("ready", True):
+                problems.append(f"{cam}: cannot record: {state.get('problem')}")
         return problems
 
     def status(self) -> dict[str, Any]:
@@ -173,26 +167,24 @@ class RigController:
         if active is None or self.recorder is None:
             raise RigControlError("no take is recording")
         recorder = self.recorder
-        cams = [c for c in self.supervisor.camera_ids() if c in self.supervisor.children]
-        with ThreadPoolExecutor(max_workers=len(cams) + 1) as pool:
-            # the cameras' own recordings stop first, so their stop replies and timecodes are in the take
-            for cam, fut in {c: pool.submit(self.supervisor.request, c, "stop_control", 10) for c in cams}.items():
-                try:
-                    active.problems.extend(fut.result().get("problems", []))
-                except ChildError as exc:
-                    active.problems.append(f"{cam}: {exc}")
+        cams = {c: {} for c in self.supervisor.running_cameras()}
+        # the cameras' own recordings stop first, so their stop replies and timecodes are in the take
+        for cam, reply in self.supervisor.request_each(cams, "stop_control", 10).items():
+            if isinstance(reply, Exception):
+                active.problems.append(f"{cam}: {reply}")
+            else:
+                active.problems.extend(reply.get("problems", []))
         stop_lsl = pylsl.local_clock()
-        with ThreadPoolExecutor(max_workers=len(cams) + 1) as pool:
+        with ThreadPoolExecutor(max_workers=1) as pool:  # the recorder drains while the cameras close
             rec_future = pool.submit(recorder.request, "stop", 60, stop_lsl=stop_lsl)
-            cam_futures = {c: pool.submit(self.supervisor.request, c, "stop_recording", 15, stop_lsl=stop_lsl)
-                           for c in cams}
             cameras: dict[str, Any] = {}
-            for cam, fut in cam_futures.items():
-                try:
-                    cameras[cam] = fut.result()
-                    active.problems.extend(cameras[cam].get("problems", []))
-                except ChildError as exc:
-                    active.problems.append(f"{cam}: {exc}")
+            for cam, reply in self.supervisor.request_each({c: {"stop_lsl": stop_lsl} for c in cams},
+                                                           "stop_recording", 15).items():
+                if isinstance(reply, Exception):
+                    active.problems.append(f"{cam}: {reply}")
+                else:
+                    cameras[cam] = reply
+                    active.problems.extend(reply.get("problems", []))
             try:
                 summary = rec_future.result()
             except ChildError as exc:

@@ -11,12 +11,13 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from acquisition.config import Rig
 from drivers.registry import driver_class
 from drivers.runtime.driver import EMULATED
-from drivers.runtime.process import ChildProcess
+from drivers.runtime.process import ChildError, ChildProcess
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,26 @@ class Supervisor:
 
     def request(self, device_id: str, cmd: str, timeout: float = 10.0, **args: Any) -> Any:
         return self.children[device_id].request(cmd, timeout=timeout, **args)
+
+    def request_each(self, args_by_device: dict[str, dict[str, Any]], cmd: str,
+                     timeout: float = 10.0) -> dict[str, Any]:
+        """One command to several devices at once, each with its own arguments (a camera's answer may wait
+        on its own HTTP round trip). A device's failure (ChildError, or KeyError when it is not running) is
+        its value in the result, never raised."""
+        if not args_by_device:
+            return {}
+        with ThreadPoolExecutor(max_workers=len(args_by_device)) as pool:
+            futures = {d: pool.submit(self.request, d, cmd, timeout, **a) for d, a in args_by_device.items()}
+        replies: dict[str, Any] = {}
+        for device_id, fut in futures.items():
+            try:
+                replies[device_id] = fut.result()
+            except (ChildError, KeyError) as exc:
+                replies[device_id] = exc
+        return replies
+
+    def running_cameras(self) -> list[str]:
+        return [c for c in self.camera_ids() if c in self.children]
 
     def camera_ids(self) -> list[str]:
         return [d.id for d in self.rig.enabled_devices() if driver_class(d.kind).writes_frames]
