@@ -66,6 +66,7 @@ class RigController:
         self.active: ActiveTake | None = None
         self.stop_requested = threading.Event()
         self.stop_reason = ""
+        self.recorder_stop_lsl: float | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def __enter__(self) -> RigController:
@@ -105,6 +106,7 @@ class RigController:
     def _on_event(self, source: str, msg: dict[str, Any]) -> None:
         if msg.get("event") in ("take_stopping", "take_failed"):
             self.stop_reason = msg.get("reason") or msg.get("error") or msg["event"]
+            self.recorder_stop_lsl = msg.get("stop_lsl")  # the recorder fixed the take's end itself
             log.error("%s: %s", source, self.stop_reason)
             self.stop_requested.set()
 
@@ -124,6 +126,7 @@ class RigController:
                  "flexcap_version": __version__, "rig": self.rig.snapshot()}
         self.stop_requested.clear()
         self.stop_reason = ""
+        self.recorder_stop_lsl: float | None = None
         try:
             self.recorder.request("start", timeout=30, path=str(path / TAKE_FILE), attrs=attrs,
                                   cameras={c: f"{c}.h5" for c in cameras}, start_lsl=start_lsl)
@@ -174,7 +177,8 @@ class RigController:
                 active.problems.append(f"{cam}: {reply}")
             else:
                 active.problems.extend(reply.get("problems", []))
-        stop_lsl = pylsl.local_clock()
+        # the frames end where the take ends: at the recorder's own stop time if it stopped itself
+        stop_lsl = self.recorder_stop_lsl if self.recorder_stop_lsl is not None else pylsl.local_clock()
         with ThreadPoolExecutor(max_workers=1) as pool:  # the recorder drains while the cameras close
             rec_future = pool.submit(recorder.request, "stop", 60, stop_lsl=stop_lsl)
             cameras: dict[str, Any] = {}
