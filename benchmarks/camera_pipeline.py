@@ -2,8 +2,9 @@
 
 1. Frames per second per core of the driver's storage path (frame time, frame file, frame-index
    stream) for MJPEG pass-through (parts read from an HTTP MJPEG stream, stored as sent) and for
-   sources that need encoding (JPEG quality 90), at 1920x1080 and 1280x720. CPU is the consumer
-   thread's own (time.thread_time), so the HTTP server feeding it does not count.
+   sources that need encoding (JPEG quality 90), at 1920x1080 and 1280x720, through the camera
+   driver's own take(). CPU is this process's (all threads, the frame writer included); the HTTP server
+   feeding it is another process.
 2. Five cameras recording together through the supervisor (4 cinema 1920x1080 at 60 fps through the
    simulated capture cards, the phone 1280x720 at 30 fps over HTTP MJPEG): dropped frames, CPU per
    camera driver, write MB/s, and frame-time error against the simulated truth after dejitter (stamps)
@@ -16,10 +17,11 @@
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -39,36 +41,30 @@ def scene_frames(width: int, height: int, n: int = 30) -> list[np.ndarray]:
             .astype(np.uint8) for k in range(n)]
 
 
-class StoragePath:
-    """What the camera driver does with each frame after reading it (drivers/camera/driver.py)."""
+def storage_driver(out_dir: str, name: str, width: int, height: int):  # noqa: ANN201 - a CameraDriver
+    """A camera driver with its outlets and a take file open, fed frame by frame through take(): the
+    storage path of drivers/camera/driver.py, without a source (and without the preview)."""
+    from drivers.camera.driver import CameraDriver, CameraSettings
+    from drivers.runtime.driver import DriverContext
 
-    def __init__(self, path: Path, width: int, height: int, fps: float) -> None:
-        import pylsl
-
-        from drivers.camera.frameclock import FrameClock
-        from drivers.camera.recording import TakeFrameRecorder
-
-        self.clock = FrameClock(fps)
-        self.recorder = TakeFrameRecorder({"camera_id": "bench", "role": "cinema", "codec": "jpeg", "width": width,
-                                           "height": height, "nominal_fps": fps, "source": "bench"})
-        self.recorder.start(str(path), 0.0)
-        self.outlet = pylsl.StreamOutlet(pylsl.StreamInfo("bench_frames", "VideoFrameIndex", 1, fps, "double64",
-                                                          f"bench-{path.stem}"))
-
-    def offer(self, jpeg: bytes, arrival: float, counter: int | None = None) -> None:
-        for ft, data in self.clock.add(arrival, counter, payload=jpeg):
-            self.recorder.offer(data, ft.stamp, ft.index)
-            self.outlet.push_chunk([[float(ft.index)]], [ft.stamp])
-
-    def close(self) -> dict:
-        for ft, data in self.clock.flush():
-            self.recorder.offer(data, ft.stamp, ft.index)
-        return self.recorder.stop(float("inf"), timeout=0.1)
+    driver = CameraDriver(DriverContext(name, "camera", rig_name="bench",
+                                        settings=CameraSettings(width=width, height=height, fps=60, preview=False)))
+    driver.make_outlets()
+    driver.recorder.start(str(Path(out_dir) / f"{name}.h5"), 0.0)
+    return driver
 
 
-def serve_parts(jpegs: list[bytes]) -> ThreadingHTTPServer:
-    """An MJPEG server that sends parts as fast as the reader takes them."""
+def finish(driver) -> dict:  # noqa: ANN001
+    driver.close()  # stores the frames still waiting to be placed
+    return driver.recorder.stop(float("inf"), timeout=0.1)
+
+
+def serve_parts(jpegs: list[bytes], port: multiprocessing.Queue) -> None:
+    """A child process: an MJPEG server that sends parts as fast as the reader takes them (its CPU is
+    not the driver's)."""
     from drivers.camera.mjpeg import part_bytes
+
+    parts = [part_bytes(j, "bench") for j in jpegs]
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
@@ -78,7 +74,6 @@ def serve_parts(jpegs: list[bytes]) -> ThreadingHTTPServer:
             self.send_response(200)
             self.send_header("Content-Type", "multipart/x-mixed-replace;boundary=bench")
             self.end_headers()
-            parts = [part_bytes(j, "bench") for j in jpegs]
             try:
                 k = 0
                 while True:
@@ -87,17 +82,18 @@ def serve_parts(jpegs: list[bytes]) -> ThreadingHTTPServer:
             except OSError:
                 return
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    port.put(server.server_address[1])
+    server.serve_forever()
 
 
 def throughput(seconds: float) -> dict:
+    """CPU is this process's own (all its threads: the frame writer, LSL), the server is another."""
     import cv2
     import pylsl
 
     from drivers.camera.mjpeg import MjpegReader
+    from drivers.camera.sources import Frame
 
     out: dict = {}
     for name, (w, h) in SIZES.items():
@@ -105,31 +101,32 @@ def throughput(seconds: float) -> dict:
         jpegs = [cv2.imencode(".jpg", im, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes() for im in images]
         with tempfile.TemporaryDirectory() as tmp:
             # pass-through: parse the HTTP MJPEG stream, keep the bytes
-            server = serve_parts(jpegs)
-            reader = MjpegReader(f"http://127.0.0.1:{server.server_address[1]}/video")
+            port: multiprocessing.Queue = multiprocessing.Queue()
+            server = multiprocessing.Process(target=serve_parts, args=(jpegs, port), daemon=True)
+            server.start()
+            reader = MjpegReader(f"http://127.0.0.1:{port.get(timeout=10)}/video")
             reader.open()
-            store = StoragePath(Path(tmp) / "pass.h5", w, h, 60.0)
-            n, c0, end = 0, time.thread_time(), time.monotonic() + seconds
+            driver = storage_driver(tmp, f"pass{name}", w, h)
+            n, c0, end = 0, time.process_time(), time.monotonic() + seconds
             while time.monotonic() < end:
                 body, _, arrival = reader.read_part()
-                store.offer(body, arrival, counter=n)
+                driver.take(Frame(body, arrival, counter=n))
                 n += 1
-            cpu = time.thread_time() - c0
-            summary = store.close()
+            summary = finish(driver)
+            cpu = time.process_time() - c0
             reader.close()
-            server.shutdown()
+            server.terminate()
             mb = sum(len(j) for j in jpegs) / len(jpegs) / 2**20
             out[f"passthrough_{name}"] = {"fps_per_core": round(n / cpu, 1), "frames": n,
                                           "stored": summary["frames"], "jpeg_mb": round(mb, 3)}
             # encode: a decoded source (RTSP, file, YUYV device) encoded once
-            store = StoragePath(Path(tmp) / "enc.h5", w, h, 60.0)
-            n, c0, end = 0, time.thread_time(), time.monotonic() + seconds
+            driver = storage_driver(tmp, f"enc{name}", w, h)
+            n, c0, end = 0, time.process_time(), time.monotonic() + seconds
             while time.monotonic() < end:
-                ok, buf = cv2.imencode(".jpg", images[n % len(images)], [cv2.IMWRITE_JPEG_QUALITY, 90])
-                store.offer(buf.tobytes(), pylsl.local_clock(), counter=n)
+                driver.take(Frame(images[n % len(images)], pylsl.local_clock(), counter=n))
                 n += 1
-            cpu = time.thread_time() - c0
-            summary = store.close()
+            summary = finish(driver)
+            cpu = time.process_time() - c0
             out[f"encode_{name}"] = {"fps_per_core": round(n / cpu, 1), "frames": n, "stored": summary["frames"]}
     return out
 

@@ -28,7 +28,7 @@ from drivers.camera.frameclock import FrameClock
 from drivers.camera.ipwebcam import IpWebcamControl  # noqa: F401 - registers ipwebcam:// with control_from_url
 from drivers.camera.preview import PreviewWriter
 from drivers.camera.recording import TakeFrameRecorder
-from drivers.camera.sources import CaptureRequest, DeliveredFormat, FrameSource, make_source
+from drivers.camera.sources import CaptureRequest, DeliveredFormat, Frame, FrameSource, make_source
 from drivers.runtime.driver import EMULATED, DeviceError, Driver, DriverContext
 from drivers.runtime.paths import device_runtime_path, emulator_address_file
 from drivers.runtime.streams import IRREGULAR_RATE, StreamSpec, channels
@@ -94,7 +94,8 @@ class CameraDriver(Driver):
         self.format: DeliveredFormat | None = None
         self.format_problem: str | None = None
         self.card = None  # the simulated capture card (sim sources): it knows the true frame times
-        self.recorder = TakeFrameRecorder(self._frame_attrs(s.width, s.height), preroll_frames=int(4 * s.fps))
+        self.recorder = TakeFrameRecorder(self._frame_attrs(s.width, s.height, s.source or ctx.connection),
+                                          preroll_frames=int(4 * s.fps))
         self.preview: PreviewWriter | None = None
         self.preview_path = device_runtime_path(ctx.rig_name, ctx.device_id, ".preview")
         self.last_frame_at = 0.0
@@ -150,10 +151,10 @@ class CameraDriver(Driver):
                                    self.stop_event)
         return self.card
 
-    def _frame_attrs(self, width: int, height: int) -> dict[str, Any]:
+    def _frame_attrs(self, width: int, height: int, source: str) -> dict[str, Any]:
         s: CameraSettings = self.settings
         return {"camera_id": self.ctx.device_id, "role": s.role, "codec": "jpeg", "width": width, "height": height,
-                "nominal_fps": s.fps, "source": s.source or self.ctx.connection or ""}
+                "nominal_fps": s.fps, "source": source}
 
     # -- Driver --------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -171,8 +172,7 @@ class CameraDriver(Driver):
         self.format_problem = fmt.mismatch(asked)
         if self.format_problem:
             log.warning("%s: %s", self.ctx.device_id, self.format_problem)
-        self.recorder.attrs.update(self._frame_attrs(fmt.width, fmt.height))
-        self.recorder.attrs["source"] = spec
+        self.recorder.attrs.update(self._frame_attrs(fmt.width, fmt.height, spec))
         if fmt.fps > 0:
             self.clock.set_rate(fmt.fps)  # the device's rate, not the one asked for
         self.clock.reconnected()
@@ -201,14 +201,19 @@ class CameraDriver(Driver):
                                   f"{now - self.last_frame_at:.1f} s")
             return
         self.last_frame_at = now
+        self.take(frame, self.source.device_time_on_host_clock)
+
+    def take(self, frame: Frame, device_time_on_host_clock: bool = False) -> None:
+        """One frame from the source: JPEG-encode it if it is not, place it in time, store and publish
+        what is placed, and hand it to the preview."""
         if isinstance(frame.data, bytes):
             jpeg = frame.data
         else:
             ok, buf = cv2.imencode(".jpg", frame.data, [int(cv2.IMWRITE_JPEG_QUALITY), self.settings.jpeg_quality])
             if not ok:
-                raise DeviceError(f"{self.source.spec}: JPEG encoding failed for a {frame.data.shape} frame")
+                raise DeviceError(f"{self.ctx.device_id}: JPEG encoding failed for a {frame.data.shape} frame")
             jpeg = buf.tobytes()
-        on_host = self.source.device_time_on_host_clock and frame.device_time is not None
+        on_host = device_time_on_host_clock and frame.device_time is not None
         if on_host and abs(frame.device_time - frame.arrival) > HOST_CLOCK_TOLERANCE_S:
             # a driver set to stamp buffers on another clock (uvcvideo's clock=realtime): use arrivals
             if not self.foreign_timestamps:

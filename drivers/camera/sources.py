@@ -106,12 +106,11 @@ class OpenCvSource(FrameSource):
     """A V4L2 device, an RTSP stream or a video file through cv2.VideoCapture. `capture_factory`
     is cv2.VideoCapture itself, or the simulated lab's capture card with the same interface."""
 
-    def __init__(self, spec: str, target: int | str, kind: str, timeout_s: float = 2.0,
+    def __init__(self, spec: str, target: int | str, kind: str,
                  capture_factory: Callable[..., Any] | None = None, api: int = cv2.CAP_ANY) -> None:
         super().__init__(spec)
         self.target = target
         self.kind = kind  # "v4l2", "network", "file" or "sim"
-        self.timeout_s = timeout_s
         self.factory = capture_factory or cv2.VideoCapture
         self.api = api
         self.cap: Any = None
@@ -257,18 +256,18 @@ def make_source(spec: str, timeout_s: float = 2.0,
     if spec.startswith(("http://", "https://")):
         return MjpegHttpSource(spec, timeout_s)
     if spec.startswith(("rtsp://", "rtsps://")):
-        return OpenCvSource(spec, spec, "network", timeout_s, api=cv2.CAP_FFMPEG)
+        return OpenCvSource(spec, spec, "network", api=cv2.CAP_FFMPEG)
     if spec.startswith("sim:"):
         if sim_factory is None:
             raise ValueError(f"{spec}: simulated capture cards exist only in the simulated lab")
-        return OpenCvSource(spec, spec[4:], "sim", timeout_s, capture_factory=sim_factory)
+        return OpenCvSource(spec, spec[4:], "sim", capture_factory=sim_factory)
     m = re.fullmatch(r"(?:v4l2:)?(\d+)", spec)
     if m:
-        return OpenCvSource(spec, int(m.group(1)), "v4l2", timeout_s, api=cv2.CAP_V4L2)
+        return OpenCvSource(spec, int(m.group(1)), "v4l2", api=cv2.CAP_V4L2)
     if spec.startswith("v4l2:") or spec.startswith("/dev/"):
-        return OpenCvSource(spec, spec.removeprefix("v4l2:"), "v4l2", timeout_s, api=cv2.CAP_V4L2)
+        return OpenCvSource(spec, spec.removeprefix("v4l2:"), "v4l2", api=cv2.CAP_V4L2)
     path = spec.removeprefix("file:")
     if spec.startswith("file:") or path.lower().endswith(VIDEO_EXTENSIONS):
-        return OpenCvSource(spec, path, "file", timeout_s)
+        return OpenCvSource(spec, path, "file")
     raise ValueError(f"camera source {spec!r} is not understood: use v4l2:N, /dev/videoN, http(s)://..., "
                      "rtsp://..., file:PATH or sim:VIEW")
