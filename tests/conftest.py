@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,9 @@ def sim_take(tmp_path_factory: pytest.TempPathFactory):
     with RigController(rig, sessions) as ctl:
         missing = ctl.start()
         assert missing == []
+        # as an operator does: the take starts once the rig has settled (17 processes have just started on 2
+        # cores; the device clock fits settle on arrivals that are late while they start)
+        time.sleep(5.0)
         result = ctl.record(TakeInfo(subject="S01", action="squat", repetition=1), duration=6.0)
     return result
 

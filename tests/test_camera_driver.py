@@ -243,20 +243,23 @@ def test_a_full_card_is_named_before_the_take_and_the_frames_still_record(tmp_pa
     assert any(s["control"] and s["control"]["ready"] is False for s in run.statuses())
 
 
-def run_standalone(args: list[str], tmp_path: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "acquisition.cli", "driver", "camera", *args],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def standalone_phone_camera(cam: PhoneEmulator, camera_id: str, out: Path, frames: int) -> subprocess.Popen:
+    """`flexcap driver camera` reading the phone emulator, once the phone has sent `frames` frames."""
+    proc = subprocess.Popen([sys.executable, "-m", "acquisition.cli", "driver", "camera", "--source",
+                             f"{cam.base_url}/video", "--id", camera_id, "--out", str(out), "--role", "phone",
+                             "--fps", "30", "--width", "320", "--height", "180"],
+                            cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(cam.sent) < frames:
+        time.sleep(0.1)
+    return proc
 
 
 def test_standalone_camera_sigint_closes_the_file_cleanly(tmp_path):
     cam = phone()
     try:
-        proc = run_standalone(["--source", f"{cam.base_url}/video", "--id", "phoneA", "--out", str(tmp_path),
-                               "--role", "phone", "--fps", "30", "--width", "320", "--height", "180"], tmp_path)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(cam.sent) < 60:
-            time.sleep(0.1)
+        proc = standalone_phone_camera(cam, "phoneA", tmp_path, frames=60)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:
@@ -271,11 +274,7 @@ def test_standalone_camera_sigint_closes_the_file_cleanly(tmp_path):
 def test_sigkilled_camera_writer_leaves_a_readable_file(tmp_path):
     cam = phone()
     try:
-        proc = run_standalone(["--source", f"{cam.base_url}/video", "--id", "phoneB", "--out", str(tmp_path),
-                               "--role", "phone", "--fps", "30", "--width", "320", "--height", "180"], tmp_path)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(cam.sent) < 75:
-            time.sleep(0.1)
+        proc = standalone_phone_camera(cam, "phoneB", tmp_path, frames=75)
         proc.kill()
         proc.communicate(timeout=10)
         sent = list(cam.sent)
@@ -302,16 +301,16 @@ def test_preview_shows_the_newest_frame_small_and_off_the_storage_path(tmp_path)
             if got is not None:
                 break
             time.sleep(0.02)
-        shown_before, frames_before = run.driver.preview.shown, run.driver.frames
+        shown_before = run.driver.preview.shown
         run.wait(2.0)
         shown_in_2s = run.driver.preview.shown - shown_before
-        frames_in_2s = run.driver.frames - frames_before
     assert got is not None
     img, stamp, index = got
     assert img.shape == (135, 240, 3) and (reader.width, reader.height) == (240, 135)
     assert 10 <= shown_in_2s <= 25  # about 12 fps (fewer when the machine is busy), never the camera's 60
-    assert frames_in_2s >= 110  # while every frame is stored
     with FrameFile(tmp_path / "cam1.h5") as ff:
+        # while every frame is stored (no gap in the card's frame numbers)
+        assert len(ff) == run.driver.frames and ff.dropped() == 0 == run.driver.card.lost
         # the preview is a reduced decode of a stored frame: the same picture
         k = int(np.searchsorted(ff.frame_index, index))
         full = cv2.imdecode(np.frombuffer(ff.frame(k), np.uint8), cv2.IMREAD_COLOR)

@@ -125,6 +125,8 @@ class SimCaptureCard:
             self._view_model = self.camera.scaled(*self.size)
             if self.s.frame_pool:
                 self._pool = [self._render(i, i / self.fps, noise=True) for i in range(self.s.frame_pool)]
+            else:
+                self._render(0, 0.0)  # the scene's one-time set-up for this view: the card's, not the stream's
             self.opened_at = pylsl.local_clock()
             self.clock = SimClock(self.s.truth, self.fps, self.opened_at)
         clock = self.clock
