@@ -63,11 +63,30 @@ def cmd_record(args: argparse.Namespace) -> int:
     for problem in result.problems:
         print(f"flexcap: {problem}", file=sys.stderr)
     print(format_inspection(inspect_take(result.path)))
+    if result.sync is not None:
+        print(f"\nsync: {result.sync['level'].upper()}: {result.sync['text']} "
+              f"(sync_report.txt and .png in the take folder)")
     problems = validate_take(result.path)
     print(f"\nvalidate: {'OK' if not problems else 'INVALID'}")
     for p in problems:
         print(f"  {p}")
     return 0 if not problems else 1
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from acquisition.sync import sync_take
+    from acquisition.sync.report import REPORT_JSON, REPORT_PNG, REPORT_TXT
+    from acquisition.takefile import find_take_file
+
+    take_dir = find_take_file(args.take).parent
+    _ts, verdict = sync_take(take_dir, plot=not args.no_plot)
+    if args.json:
+        print((take_dir / REPORT_JSON).read_text())
+    else:
+        print((take_dir / REPORT_TXT).read_text(), end="")
+        written = [REPORT_TXT, REPORT_JSON] + ([] if args.no_plot else [REPORT_PNG])
+        print(f"\nwrote /sync in take.h5 and {', '.join(written)} in {take_dir}")
+    return {"green": 0, "amber": 0, "red": 3}[verdict.level]
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -140,6 +159,10 @@ def _standalone_settings(cls, args: argparse.Namespace):  # noqa: ANN202 - the d
                                     ("role", args.role)) if v is not None}
         return cls.Settings(source=args.source, out_dir=args.out, control=args.control if "://" in args.control else "",
                             **fields)
+    if args.kind == "trigger":
+        if not args.port:
+            raise UsageError("flexcap driver trigger needs --port (or --rig and --id)")
+        return cls.Settings(port=args.port, protocol=args.box)
     return cls.Settings()
 
 
@@ -173,6 +196,10 @@ def cmd_driver(args: argparse.Namespace) -> int:
         ctx = DriverContext(device_id, args.kind, connection=connection, settings=_standalone_settings(cls, args),
                             sim=SimLabSettings() if args.kind.startswith("sim-") or args.emulate else None)
     driver = cls(ctx)
+    if args.every is not None:
+        if args.kind != "trigger":
+            raise UsageError("--every is for the trigger box")
+        driver.periodic(args.every)
     stop = threading.Event()
     _stop_on_signals(stop)
     if args.control == "stdio":
@@ -190,18 +217,21 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     die_with_parent()
     if args.kind == "camera":
         return _emulate_camera(args)
+    if args.kind == "trigger":
+        return _emulate_trigger(args)
     from acquisition.config import load_rig
     from drivers.runtime.control import ControlServer
     from drivers.runtime.paths import emulator_link
     from drivers.sim.emg_emulator import EmgEmulator, EmgEmulatorSettings, EmgFaults
     from drivers.sim.emg_signal import device_seed
+    from drivers.sim.triggerline import pulse_line
 
     if args.rig:
         rig = load_rig(args.rig)
         ctx = rig.context(args.id)
         s = ctx.settings
         emulator = EmgEmulator(s.protocol, s.rate, s.emulator, rig.sim, device_seed(args.id),
-                               emulator_link(rig.name, args.id))
+                               emulator_link(rig.name, args.id), pulse_line(rig.sim, rig.name))
         device_id = args.id
     else:
         if not args.protocol:
@@ -230,12 +260,13 @@ def _emulate_camera(args: argparse.Namespace) -> int:
     from drivers.runtime.paths import emulator_address_file, write_atomically
     from drivers.sim.camera import CameraEmulator
     from drivers.sim.emg_signal import device_seed
+    from drivers.sim.triggerline import pulse_line
 
     if not (args.rig and args.id):
         raise UsageError("flexcap emulate camera needs --rig and --id")
     rig = load_rig(args.rig)
     ctx = rig.context(args.id)
-    emulator = CameraEmulator(args.id, ctx.settings, rig.sim, device_seed(args.id))
+    emulator = CameraEmulator(args.id, ctx.settings, rig.sim, device_seed(args.id), pulse_line(rig.sim, rig.name))
     address = emulator_address_file(rig.name, args.id)
     write_atomically(address, emulator.address_json())
     _stop_on_signals(emulator.stop_event)
@@ -249,6 +280,37 @@ def _emulate_camera(args: argparse.Namespace) -> int:
     finally:
         emulator.stop()
         address.unlink(missing_ok=True)
+    return 0
+
+
+def _emulate_trigger(args: argparse.Namespace) -> int:
+    from acquisition.config import load_rig
+    from drivers.runtime.control import ControlServer
+    from drivers.runtime.paths import emulator_link
+    from drivers.sim.trigger_box import TriggerBoxEmulator
+    from drivers.sim.triggerline import line_file
+
+    if args.rig:
+        if not args.id:
+            raise UsageError("flexcap emulate trigger --rig needs --id")
+        rig = load_rig(args.rig)
+        ctx = rig.context(args.id)
+        wired = rig.sim is not None and rig.sim.trigger == args.id  # its output drives the simulated devices
+        emulator = TriggerBoxEmulator(ctx.settings.emulator, emulator_link(rig.name, args.id),
+                                      line_file(rig.name, args.id) if wired else None)
+        device_id = args.id
+    else:
+        emulator = TriggerBoxEmulator(link=Path(args.link) if args.link else None)
+        device_id = "trigger"
+    path = emulator.open()
+    _stop_on_signals(emulator.stop_event)
+    if args.control == "stdio":
+        ControlServer({"path": lambda: str(emulator.port.link or emulator.path),
+                       "truth": lambda: {device_id: emulator.truth()}}, on_eof=emulator.stop_event.set).start()
+    else:
+        print(path + (f" (linked from {args.link})" if args.link else ""), flush=True)
+        print(f"flexcap: emulating a flexcap trigger box on {path}; Ctrl-C stops", file=sys.stderr)
+    emulator.run()
     return 0
 
 
@@ -281,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flexcap", description="Acquisition for a multimodal fitness-capture lab.")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = p.add_subparsers(dest="command", required=True,
-                           metavar="{record,inspect,validate,streams,driver,emulate}")
+                           metavar="{record,sync,inspect,validate,streams,driver,emulate}")
 
     r = sub.add_parser("record", help="record one take headless")
     r.add_argument("--rig", help="rig file (TOML); default: the simulated lab")
@@ -292,6 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--operator", default="")
     r.add_argument("--sessions", help="where sessions are stored (default: the rig's sessions_dir)")
     r.set_defaults(func=cmd_record)
+
+    y = sub.add_parser("sync", help="align a take's streams to its sync pulses (writes /sync and a report)")
+    y.add_argument("take", help="take folder or take.h5")
+    y.add_argument("--json", action="store_true", help="print the report as JSON")
+    y.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
+    y.set_defaults(func=cmd_sync)
 
     i = sub.add_parser("inspect", help="what a take holds")
     i.add_argument("take", help="take folder or take.h5")
@@ -308,11 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_streams)
 
     d = sub.add_parser("driver", help="run one driver standalone")
-    d.add_argument("kind", help="emg, chest, camera, or the simulated trigger box: sim-trigger")
+    d.add_argument("kind", help="emg, chest, camera or trigger")
     d.add_argument("--rig", help="rig file with the device's settings")
     d.add_argument("--id", help="device id (in the rig file)")
     d.add_argument("--protocol", choices=EMG_PROTOCOLS, help="emg: the amplifier's protocol")
-    d.add_argument("--port", help="emg: serial port, e.g. /dev/ttyUSB0 or an emulator's pty")
+    d.add_argument("--port", help="emg, trigger: serial port, e.g. /dev/ttyUSB0 or an emulator's pty")
     d.add_argument("--rate", type=float, help="emg: sampling rate in Hz")
     d.add_argument("--name", help="LSL stream name (chest: the streams' name prefix)")
     d.add_argument("--address", help="chest: the strap's Bluetooth address")
@@ -326,12 +394,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--fps", type=float, help="camera: frame rate to ask for (default 60)")
     d.add_argument("--width", type=int, help="camera: frame width to ask for (default 1920)")
     d.add_argument("--height", type=int, help="camera: frame height to ask for (default 1080)")
+    d.add_argument("--box", choices=["flexcap", "byte"], default="flexcap",
+                   help="trigger: a flexcap box (own clock) or a box whose lines follow the last byte written")
+    d.add_argument("--every", type=float, metavar="S", help="trigger: fire a coded train every S seconds")
     d.add_argument("--control", metavar="URL", default="none",
                    help="camera: record control, blackmagic://HOST:PORT or ipwebcam://HOST:PORT")
     d.set_defaults(func=cmd_driver)
 
     e = sub.add_parser("emulate", help="run a device emulator (prints the pseudo-terminal or URLs it serves)")
-    e.add_argument("kind", choices=["emg", "camera"])
+    e.add_argument("kind", choices=["emg", "camera", "trigger"])
     e.add_argument("--protocol", choices=EMG_PROTOCOLS)
     e.add_argument("--rate", type=float, help="Hz (Shimmer: 32768 / divider)")
     e.add_argument("--link", help="also make this path a symlink to the pty")

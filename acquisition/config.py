@@ -53,6 +53,39 @@ class RecorderSettings(BaseModel):
     stream_wait_s: float = Field(15.0, gt=0, description="how long to wait for the rig's streams")
 
 
+class CameraSync(BaseModel):
+    """What the sync controller must know about a camera to place a flash inside a frame."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shutter_angle_deg: float = Field(180.0, gt=0, le=360, description="exposure = angle / 360 / fps")
+    exposure_s: float | None = Field(None, gt=0, description="a fixed exposure (phones); overrides the angle")
+    gamma: float = Field(2.2, gt=0, description="the camera's transfer curve: level = light ** (1 / gamma)")
+    led_region: list[int] | None = Field(None, min_length=4, max_length=4,
+                                         description="x, y, width, height of the LED in stored frames; "
+                                                     "default: found automatically")
+
+
+class SyncSettings(BaseModel):
+    """The sync controller: pulse trains during every take, and alignment of every stream after it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trigger: str = Field("", description="the trigger box's device id (default: the rig's only trigger device)")
+    start_train: bool = True
+    end_train: bool = True
+    every_s: float | None = Field(None, gt=0, description="also a train every this many seconds during a take")
+    settle_s: float = Field(0.4, ge=0, le=5, description="after the end train, wait this long before the take "
+                                                         "stops: every device's latency must fit in it")
+    align_after_take: bool = Field(True, description="align every take when it ends (else: flexcap sync TAKE)")
+    heart_channels: list[str] = Field(default_factory=list, description="EMG channels that carry the heart "
+                                      "artifact, as 'stream:label' (default: searched among all EMG channels)")
+    cameras: dict[str, CameraSync] = Field(default_factory=dict)
+
+    def camera(self, camera_id: str) -> CameraSync:
+        return self.cameras.get(camera_id, CameraSync())
+
+
 class DeviceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -72,6 +105,7 @@ class Rig(BaseModel):
     lsl: LslSettings = LslSettings()
     recorder: RecorderSettings = RecorderSettings()
     sim: SimLabSettings | None = None
+    sync: SyncSettings = SyncSettings()
     devices: list[DeviceConfig]
 
     @field_validator("devices")
@@ -93,6 +127,13 @@ class Rig(BaseModel):
 
     def enabled_devices(self) -> list[DeviceConfig]:
         return [d for d in self.devices if d.enabled]
+
+    def trigger_id(self) -> str | None:
+        """The trigger box the sync controller fires (None: the rig has none)."""
+        if self.sync.trigger:
+            return self.sync.trigger
+        boxes = [d.id for d in self.enabled_devices() if d.kind == "trigger"]
+        return boxes[0] if len(boxes) == 1 else None
 
     def context(self, device_id: str) -> DriverContext:
         dev = self.device(device_id)
@@ -162,6 +203,17 @@ def parse_rig(data: dict[str, Any], source: str = "<rig>") -> Rig:
             raise RigError(f"{source}: {where}.settings: {exc}") from None
         if dev.kind.startswith("sim-") and rig.sim is None:
             raise RigError(f"{source}: {where}: simulated devices need a [sim] table")
+    kinds = {d.id: d for d in rig.devices}
+    for key, dev_id, why in (("sync.trigger", rig.sync.trigger, "the trigger box the sync controller fires"),
+                             ("sim.trigger", rig.sim.trigger if rig.sim else "", "the emulated box that drives the "
+                              "simulated LED and trigger inputs")):
+        if dev_id and (dev_id not in kinds or kinds[dev_id].kind != "trigger"):
+            raise RigError(f"{source}: {key}: {dev_id!r} is not a device of kind 'trigger' ({why})")
+    if rig.sim is not None and rig.sim.trigger and kinds[rig.sim.trigger].connection != "emulator":
+        raise RigError(f"{source}: sim.trigger: {rig.sim.trigger!r} must have connection = 'emulator'")
+    unknown = sorted(set(rig.sync.cameras) - set(kinds))
+    if unknown:
+        raise RigError(f"{source}: sync.cameras: no device {unknown[0]!r} in the rig")
     rig._source = source
     rig._parsed = parsed
     return rig

@@ -44,6 +44,7 @@ class TakeResult:
     recorder: dict[str, Any]
     cameras: dict[str, Any]
     problems: list[str] = field(default_factory=list)
+    sync: dict[str, Any] | None = None  # the sync controller's verdict (acquisition.sync), when it ran
 
 
 @dataclass
@@ -146,9 +147,36 @@ class RigController:
                 self.active.problems.append(f"{cam} is not recording frames: {reply}")
             else:
                 self.active.problems.extend(reply.get("problems", []))
+        if self.rig.sync.start_train:
+            self._fire("take_start")
+        if self.rig.sync.every_s:
+            self._trigger_request("periodic", every_s=self.rig.sync.every_s)
         for problem in self.active.problems:
             log.error("%s", problem)
         return self.active
+
+    # -- the sync controller's pulses ------------------------------------------------------------------
+    def _trigger_request(self, cmd: str, timeout: float = 5.0, **args: Any) -> Any:
+        trigger = self.rig.trigger_id()
+        if trigger is None or self.active is None:
+            return None
+        try:
+            return self.supervisor.request(trigger, cmd, timeout, **args)
+        except (ChildError, KeyError) as exc:
+            self.active.problems.append(f"{trigger}: {cmd} failed: {exc}")
+            log.error("%s: %s failed: %s", trigger, cmd, exc)
+            return None
+
+    def _fire(self, label: str) -> dict[str, Any] | None:
+        """Fire a coded train; at the end of a take, wait until it is over and every device has seen it."""
+        fired = self._trigger_request("fire", label=label)
+        if fired is None or label != "take_end":
+            return fired
+        done = self._trigger_request("wait_train", timeout=fired["length_s"] + 5, train=fired["train"])
+        if done is not None and not done["complete"]:
+            self.active.problems.append(f"the end train was not completed: {done.get('refused')}")
+        self.stop_requested.wait(self.rig.sync.settle_s)  # the slowest device's latency
+        return fired
 
     def camera_problems(self) -> list[str]:
         """Cameras that cannot record right now (card full, control unreachable), asked before a take."""
@@ -170,6 +198,11 @@ class RigController:
         if active is None or self.recorder is None:
             raise RigControlError("no take is recording")
         recorder = self.recorder
+        if self.recorder_stop_lsl is None:  # the recorder still records: mark the end for the sync controller
+            if self.rig.sync.every_s:
+                self._trigger_request("periodic", every_s=None)
+            if self.rig.sync.end_train:
+                self._fire("take_end")
         cams = {c: {} for c in self.supervisor.running_cameras()}
         # the cameras' own recordings stop first, so their stop replies and timecodes are in the take
         for cam, reply in self.supervisor.request_each(cams, "stop_control", 10).items():
@@ -206,12 +239,26 @@ class RigController:
         if self.stop_reason:
             active.problems.append(self.stop_reason)
         self._write_truth(active.path)
+        sync = self.align(active.path) if self.rig.sync.align_after_take else None
         active.session.record_take({
             "take": active.path.name, "action": active.take.action, "repetition": active.take.repetition,
             "started_at": active.started_at, "duration_s": round(stopped - active.started_lsl, 3),
-            "status": "ok" if not active.problems else "problems", "problems": active.problems,
+            "status": "ok" if not active.problems else "problems", "problems": active.problems, "sync": sync,
         })
-        return TakeResult(active.path, active.started_lsl, stopped, summary, cameras, active.problems)
+        return TakeResult(active.path, active.started_lsl, stopped, summary, cameras, active.problems, sync)
+
+    @staticmethod
+    def align(take_dir: Path) -> dict[str, str]:
+        """Run the sync controller on a finished take; its verdict ({level, text}). Never raises: a take
+        that cannot be aligned keeps its LSL-corrected stamps and says why."""
+        from acquisition.sync import sync_take
+
+        try:
+            _ts, verdict = sync_take(take_dir)
+        except Exception as exc:  # the take is safe on disk; alignment can be run again (flexcap sync)
+            log.exception("aligning %s failed", take_dir)
+            return {"level": "red", "text": f"alignment failed: {type(exc).__name__}: {exc} (run flexcap sync)"}
+        return {"level": verdict.level, "text": verdict.text}
 
     def _write_truth(self, take_dir: Path) -> None:
         sources = self.supervisor.truth_sources()

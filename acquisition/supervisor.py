@@ -33,7 +33,7 @@ def write_rig_snapshot(rig: Rig) -> str:
 # kinds whose emulator is a process of its own (serial devices on a pty, a camera's HTTP side); BLE
 # straps are emulated inside their driver, at the radio library's interface, and so are the capture
 # cards of simulated cinema cameras (at OpenCV's capture interface)
-EMULATOR_COMMANDS = {"emg": ["emulate", "emg"], "camera": ["emulate", "camera"]}
+EMULATOR_COMMANDS = {"emg": ["emulate", "emg"], "camera": ["emulate", "camera"], "trigger": ["emulate", "trigger"]}
 
 
 class Supervisor:

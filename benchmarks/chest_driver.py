@@ -44,12 +44,11 @@ def breathing_errors(seconds: float = 40.0) -> dict:
     out: dict = {}
     for lifting in (False, True):
         for rate in RATES:
-            body = SimBody(H10Settings(breaths_per_min=rate, lifting=lifting), SimLabSettings(), 100.0, seed=rate)
+            body = SimBody(H10Settings(lifting=lifting), SimLabSettings(breaths_per_min=rate), 100.0, seed=rate)
             t = 100.0 + np.arange(0, seconds, 1 / 200)
             est = BreathingEstimator()
             est.add_acc(t, body.acc(t))
-            beats = body.extend_to(t[-1])
-            beats = beats[beats <= t[-1]]
+            beats = body.sim.heart_beats(t[0] - 1.0, t[-1])
             est.add_rr(beats[1:], np.diff(beats) * 1000)
             fused, acc, rsa = est.estimate(t[-1])
             key = f"{'lifting' if lifting else 'rest'}@{rate}"

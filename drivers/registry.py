@@ -10,7 +10,7 @@ DRIVER_KINDS: dict[str, str] = {
     "emg": "drivers.emg.driver:EmgDriver",
     "chest": "drivers.chest.driver:ChestDriver",
     "camera": "drivers.camera.driver:CameraDriver",
-    "sim-trigger": "drivers.sim.trigger:SimTriggerDriver",
+    "trigger": "drivers.trigger.driver:TriggerDriver",
 }
 
 

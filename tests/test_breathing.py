@@ -12,14 +12,13 @@ from drivers.sim.lab import SimLabSettings
 
 
 def estimate(rate: float, lifting: bool, seconds: float = 40.0, acc: bool = True, rr: bool = True):
-    body = SimBody(H10Settings(breaths_per_min=rate, lifting=lifting), SimLabSettings(), 100.0, seed=int(rate))
+    body = SimBody(H10Settings(lifting=lifting), SimLabSettings(breaths_per_min=rate), 100.0, seed=int(rate))
     t = 100.0 + np.arange(0, seconds, 1 / 200)
     est = BreathingEstimator()
     if acc:
         est.add_acc(t, body.acc(t))
     if rr:
-        beats = body.extend_to(t[-1])
-        beats = beats[beats <= t[-1]]
+        beats = body.sim.heart_beats(t[0] - 1.0, t[-1])
         est.add_rr(beats[1:], np.diff(beats) * 1000)
     return est.estimate(t[-1])
 

@@ -51,7 +51,7 @@ def test_unknown_kind_lists_known_kinds(tmp_path):
     with pytest.raises(RigError) as err:
         load_rig(path)
     assert f"{path}: devices[5] (id 'chest').kind: unknown device kind 'polar-h11'" in str(err.value)
-    assert "camera, chest, emg, sim-trigger" in str(err.value)
+    assert "camera, chest, emg, trigger" in str(err.value)
 
 
 def test_missing_key_and_unknown_key(tmp_path):

@@ -15,7 +15,6 @@ import h5py
 import numpy as np
 import psutil
 import pylsl
-import pytest
 
 from acquisition.config import TakeInfo, parse_rig
 from acquisition.rig import RigController
@@ -33,7 +32,7 @@ PARENT = textwrap.dedent("""
     rig = parse_rig(small_rig_data([
         EMULATED_EMG,
         {{"kind": "camera", "id": "cam", "connection": "emulator", "settings": SMALL_CAMERA}},
-        {{"kind": "sim-trigger", "id": "trig"}},
+        {{"kind": "trigger", "id": "trig", "connection": "emulator"}},
     ]), "orphan test")
     ctl = RigController(rig)
     ctl.start()
@@ -53,8 +52,8 @@ def test_killing_the_supervisor_leaves_no_orphans():
     parent = subprocess.Popen([sys.executable, "-c", PARENT.format(root=str(ROOT))], stdout=subprocess.PIPE,
                               text=True)
     pids = json.loads(parent.stdout.readline())
-    # 3 drivers, the EMG and camera emulators, the recorder
-    assert len(pids) == 6 and all(psutil.pid_exists(p) for p in pids)
+    # 3 drivers, the EMG, camera and trigger-box emulators, the recorder
+    assert len(pids) == 7 and all(psutil.pid_exists(p) for p in pids)
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     deadline = time.monotonic() + 15
@@ -64,7 +63,8 @@ def test_killing_the_supervisor_leaves_no_orphans():
 
 
 def test_restart_one_device_keeps_the_others(tmp_path):
-    rig = parse_rig(small_rig_data([EMULATED_EMG, {"kind": "sim-trigger", "id": "trig"}]), "test rig")
+    rig = parse_rig(small_rig_data([EMULATED_EMG, {"kind": "trigger", "id": "trig", "connection": "emulator"}]),
+                    "test rig")
     with RigController(rig, tmp_path) as ctl:
         assert ctl.start() == []
         before = ctl.supervisor.pids()
@@ -177,13 +177,10 @@ def test_standalone_emulator_and_driver(tmp_path):
     assert not link.exists()  # the emulator removes its link when it stops
 
 
-@pytest.mark.parametrize("args", [["chest", "--emulate"], ["sim-trigger"]])
-def test_standalone_driver_kinds_start(args):
-    kind = args[0]
-    proc = subprocess.Popen([*FLEXCAP, "driver", *args], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+def test_standalone_chest_driver_starts():
+    proc = subprocess.Popen([*FLEXCAP, "driver", "chest", "--emulate"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
-        device = kind.removeprefix("sim-")
-        found = pylsl.resolve_byprop("source_id", f"flexcap:standalone:{device}:status", 1, 20.0)
+        found = pylsl.resolve_byprop("source_id", "flexcap:standalone:chest:status", 1, 20.0)
         assert found
     finally:
         os.kill(proc.pid, signal.SIGTERM)
@@ -194,7 +191,7 @@ def test_standalone_driver_kinds_start(args):
 def test_repeated_sigterm_still_stops_the_driver():
     """A dying supervisor's children get SIGTERM from the kernel and again from the supervisor: a
     handler re-entered while it holds the stop event's lock used to deadlock."""
-    proc = subprocess.Popen([*FLEXCAP, "driver", "sim-trigger", "--id", "sigterm"], cwd=ROOT,
+    proc = subprocess.Popen([*FLEXCAP, "driver", "chest", "--emulate", "--id", "sigterm"], cwd=ROOT,
                             stderr=subprocess.DEVNULL)
     wait_for_stream("source_id", "flexcap:standalone:sigterm:status")
     for _ in range(50):

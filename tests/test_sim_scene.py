@@ -171,11 +171,12 @@ def test_led_brightness_is_the_lit_fraction_of_the_exposure() -> None:
         return int(scene.render(cam, t, EXPOSURE, 0)[v, u, 1])
 
     assert level(2.0 - 2 * EXPOSURE) == 60  # dark
-    assert level(2.0 - 0.25 * EXPOSURE) == 206  # flash starts 1/4 into the exposure: 60 + 195 * 0.75 = 206.25
-    assert level(2.0 - 0.75 * EXPOSURE) == 109  # 60 + 195 * 0.25 = 108.75
+    # light = dark + (1 - dark) * lit with dark = (60 / 255) ** 2.2, then level = 255 * light ** (1 / 2.2)
+    assert level(2.0 - 0.25 * EXPOSURE) == 225  # flash starts 1/4 into the exposure: lit 0.75, light 0.760
+    assert level(2.0 - 0.75 * EXPOSURE) == 143  # lit 0.25, light 0.281
     assert level(2.01) == 255  # wholly inside the 50 ms flash
-    assert level(2.05 - 0.25 * EXPOSURE) == 109  # flash ends 1/4 into the exposure
-    assert scene.led_level(2.0 - 0.25 * EXPOSURE, EXPOSURE) == 206
+    assert level(2.05 - 0.25 * EXPOSURE) == 143  # flash ends 1/4 into the exposure: lit 0.25
+    assert scene.led_level(2.0 - 0.25 * EXPOSURE, EXPOSURE) == 225
 
 
 # --- the board: rendered views are calibration ground truth -------------------------------------

@@ -82,7 +82,7 @@ def test_take_stops_cleanly_before_the_disk_is_full(tmp_path):
 
 
 def test_device_lost_mid_take_keeps_the_rest(tmp_path):
-    trigger = {"kind": "sim-trigger", "id": "trig"}
+    trigger = {"kind": "trigger", "id": "trig", "connection": "emulator"}
     with controller(tmp_path, [EMG, trigger]) as ctl:
         active = ctl.start_take(TakeInfo(subject="S08", action="squat", repetition=3))
         time.sleep(1.5)
@@ -98,5 +98,5 @@ def test_device_lost_mid_take_keeps_the_rest(tmp_path):
         pulses = f["streams/trig_pulses/time_stamps"][()]
         start, stop = f.attrs["started_lsl"], f.attrs["stopped_lsl"]
     assert lost_at - 0.2 < emg_t[-1] < lost_at  # everything up to the loss is kept
-    expected = np.arange(np.ceil(start), np.floor(stop) + 1)  # one pulse a second
-    np.testing.assert_allclose(pulses, expected, atol=1e-9)  # the other device recorded the whole take
+    # the other device recorded the whole take: the start train's 4 pulses and the end train's 4
+    assert len(pulses) == 8 and start < pulses[0] < lost_at < pulses[4] < stop

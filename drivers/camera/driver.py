@@ -141,14 +141,12 @@ class CameraDriver(Driver):
     def _sim_card(self, target: str, api: int):  # noqa: ANN202 - cv2.VideoCapture's interface
         from drivers.sim.capture import SimCaptureCard
         from drivers.sim.emg_signal import device_seed
+        from drivers.sim.lab import SimLabSettings
+        from drivers.sim.triggerline import pulse_line
 
-        sim = self.ctx.sim
-        if sim is None:
-            from drivers.sim.lab import SimLabSettings
-
-            sim = SimLabSettings()
+        sim = self.ctx.sim or SimLabSettings()
         self.card = SimCaptureCard(target, self.settings.emulator, sim, device_seed(self.ctx.device_id),
-                                   self.stop_event)
+                                   self.stop_event, pulse_line(sim, self.ctx.rig_name))
         return self.card
 
     def _frame_attrs(self, width: int, height: int, source: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from drivers.sim.lab import DeviceTruth, SimLabSettings
 from drivers.sim.phone import PhoneFaults
 from drivers.sim.scene import SceneSettings
+from drivers.sim.triggerline import PulseLine
 
 
 class CaptureFaults(BaseModel):
@@ -63,7 +64,8 @@ class CameraEmulatorSettings(BaseModel):
 class CameraEmulator:
     """The HTTP side of one simulated camera: the phone's server, or a cinema camera's REST API."""
 
-    def __init__(self, device_id: str, camera_settings: Any, sim: SimLabSettings, seed: int) -> None:
+    def __init__(self, device_id: str, camera_settings: Any, sim: SimLabSettings, seed: int,
+                 line: PulseLine | None = None) -> None:
         import cv2
 
         from drivers.sim.blackmagic import BlackmagicEmulator
@@ -82,7 +84,7 @@ class CameraEmulator:
                 view=em.view or device_id, fps=camera_settings.fps, width=camera_settings.width,
                 height=camera_settings.height, jpeg_quality=em.jpeg_quality, frame_pool=em.frame_pool,
                 scene=em.scene, truth=em.truth,
-                faults=em.phone_faults), sim, seed).start()
+                faults=em.phone_faults), sim, seed, line=line).start()
             base = self.phone.base_url
             self.address = {"video": f"{base}/video", "control": base.replace("http://", "ipwebcam://")}
         elif em.control is not None:

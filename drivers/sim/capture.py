@@ -26,6 +26,7 @@ import pylsl
 from drivers.sim.camera import CameraEmulatorSettings
 from drivers.sim.lab import SimClock, SimLabSettings
 from drivers.sim.scene import Scene, lab_cameras, sensor_noise
+from drivers.sim.triggerline import PulseLine
 
 CARD_MODES = ((1920, 1080), (1280, 720), (960, 540), (640, 360), (480, 270), (320, 180))
 CARD_RATES = (24.0, 25.0, 30.0, 50.0, 60.0)
@@ -44,7 +45,7 @@ class SimCaptureCard:
     """cv2.VideoCapture's interface over the simulated scene (constructed as factory(target, api))."""
 
     def __init__(self, view: str, settings: CameraEmulatorSettings, sim: SimLabSettings, seed: int,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, line: PulseLine | None = None) -> None:
         cams = lab_cameras()
         if view not in cams:
             raise ValueError(f"sim:{view}: the simulated lab has no camera {view!r} (it has {', '.join(cams)})")
@@ -52,7 +53,7 @@ class SimCaptureCard:
         self.s = settings
         self.sim = sim
         self.camera = cams[view]
-        self.scene = Scene(sim, settings.scene)
+        self.scene = Scene(sim, settings.scene, line)
         self.rng = np.random.default_rng(seed)
         self.stop = stop or threading.Event()
         self.size = CARD_MODES[0]

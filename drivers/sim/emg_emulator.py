@@ -22,6 +22,7 @@ from drivers.emg.packets import pack_i24_be
 from drivers.sim.emg_signal import EmgSignal
 from drivers.sim.lab import DeviceTruth, SimClock, SimLabSettings
 from drivers.sim.pty import PtyPort
+from drivers.sim.triggerline import PulseLine
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class EmgEmulatorSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     burst_s: float = Field(0.016, gt=0, description="delivery period, like an FTDI latency timer")
+    heart_artifact_uv: list[float] = Field(default_factory=list, description="per channel: the heart's QRS "
+                                           "amplitude picked up by a trunk electrode (microvolts)")
     truth: DeviceTruth = DeviceTruth(latency_s=0.012, jitter_s=0.002, drift_ppm=20.0, clock_offset_s=12.5)
     faults: EmgFaults = EmgFaults()
 
@@ -294,7 +297,7 @@ class EmgEmulator:
     """Runs one emulated amplifier on a pty until stopped."""
 
     def __init__(self, protocol: Protocol, rate: float | None = None, settings: EmgEmulatorSettings | None = None,
-                 sim: SimLabSettings | None = None, seed: int = 1, link=None) -> None:
+                 sim: SimLabSettings | None = None, seed: int = 1, link=None, line: PulseLine | None = None) -> None:
         self.protocol = protocol
         self.settings = settings or EmgEmulatorSettings()
         self.sim = sim or SimLabSettings()
@@ -305,6 +308,7 @@ class EmgEmulator:
         else:
             self.model = CytonModel(daisy=protocol == "cyton-daisy")
         self.signal: EmgSignal | None = None
+        self.line = line
         self.seed = seed
         self.rng = np.random.default_rng([self.sim.seed, seed, 11])
         self.port = PtyPort(link)
@@ -361,7 +365,8 @@ class EmgEmulator:
     def _start_streaming(self) -> None:
         now = pylsl.local_clock()
         if self.signal is None or self.signal.n_channels != self.model.n_channels:
-            self.signal = EmgSignal(self.model.n_channels, self.sim, self.seed)
+            self.signal = EmgSignal(self.model.n_channels, self.sim, self.seed, self.line,
+                                    self.settings.heart_artifact_uv)
         if self.clock is None or isinstance(self.model, CytonModel):
             # the Shimmer's crystal keeps counting across restarts; the Cyton restarts its sample number
             self.clock = SimClock(self.settings.truth, self.model.rate, now)

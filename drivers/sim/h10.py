@@ -25,7 +25,7 @@ from bleak.exc import BleakError
 from pydantic import BaseModel, ConfigDict, Field
 
 from drivers.chest import hrs, pmd
-from drivers.sim.lab import DeviceTruth, SimLabSettings
+from drivers.sim.lab import DeviceTruth, SimLabSettings, heart_artifact
 
 ECG_FRAME = 73
 ACC_FRAME = 36
@@ -46,9 +46,6 @@ class H10Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    hr_bpm: float = Field(72.0, gt=20, lt=240)
-    breaths_per_min: float = Field(14.0, ge=4, le=60)
-    rsa: float = Field(0.05, ge=0, lt=0.5, description="relative RR modulation by breathing")
     breath_tilt_deg: float = Field(2.0, ge=0, description="chest-wall tilt per breath")
     lifting: bool = True
     acc_noise_mg: float = Field(3.0, ge=0)
@@ -61,34 +58,23 @@ class H10Settings(BaseModel):
 
 
 class SimBody:
-    """The subject as a chest strap sees it: beats, ECG, chest tilt and motion, on the true clock."""
+    """The subject as a chest strap sees it: the lab's heart and breathing (drivers.sim.lab), ECG,
+    chest tilt and motion, on the true clock."""
 
     def __init__(self, s: H10Settings, sim: SimLabSettings, t_start: float, seed: int) -> None:
         self.s = s
         self.sim = sim
-        self.breath_period = 60.0 / s.breaths_per_min
-        self.base_rr = 60.0 / s.hr_bpm
-        self.beats = [t_start + 0.3]
         self.rng = np.random.default_rng(seed)
 
     def breathing(self, t: np.ndarray) -> np.ndarray:
-        return np.sin(2 * np.pi * np.asarray(t) / self.breath_period)
-
-    def extend_to(self, t: float) -> np.ndarray:
-        while self.beats[-1] <= t + 1.0:
-            b = self.beats[-1]
-            self.beats.append(b + self.base_rr * (1.0 + self.s.rsa * float(self.breathing(np.array([b]))[0])))
-        return np.asarray(self.beats)
+        return self.sim.breathing(t)
 
     def ecg(self, t: np.ndarray) -> np.ndarray:
         """Microvolts: QRS, T wave and a breathing baseline."""
-        beats = self.extend_to(float(t[-1]))
-        idx = np.searchsorted(beats, t)
-        out = 80.0 * self.breathing(t)
-        for shift in (-2, -1, 0):
-            d = t - beats[np.clip(idx + shift, 0, len(beats) - 1)]
-            out = out + 1200.0 * np.exp(-0.5 * (d / 0.012) ** 2) - 150.0 * np.exp(-0.5 * ((d - 0.03) / 0.015) ** 2)
-            out = out + 250.0 * np.exp(-0.5 * ((d - 0.25) / 0.04) ** 2)
+        t = np.asarray(t, dtype=np.float64)
+        out = 80.0 * self.breathing(t) + 1200.0 * heart_artifact(self.sim, t)
+        for beat in self.sim.heart_beats(float(t[0]) - 0.6, float(t[-1])):
+            out = out + 250.0 * np.exp(-0.5 * ((t - beat - 0.25) / 0.04) ** 2)
         return np.round(out)
 
     def acc(self, t: np.ndarray) -> np.ndarray:
@@ -125,8 +111,9 @@ class SimulatedH10:
         self.streaming: dict[int, dict[int, int]] = {}
         self.next_sample: dict[int, int] = {}
         self.stream_t0: dict[int, float] = {}
+        self.ecg_starts: list[dict[str, float]] = []  # ECG sample k of a start is taken at t0 + k / true_rate
         self.hr_next = 0.0
-        self.beats_sent = 0
+        self.last_beat: float | None = None  # the last beat an HR notification reported
         self.frames_sent = 0
         self.power_cycles = 0
         self.log: list[dict[str, Any]] = []
@@ -195,6 +182,8 @@ class SimulatedH10:
             now = pylsl.local_clock()
             self.stream_t0[mtype] = now
             self.next_sample[mtype] = 0
+            if mtype == pmd.ECG:
+                self.ecg_starts.append({"t0": now, "true_rate": self.rate_of(mtype)})
             return bytes([0xF0, op, mtype, 0, 0])
         if op == pmd.OP_STOP:
             if mtype not in self.streaming:
@@ -236,13 +225,14 @@ class SimulatedH10:
                 self.next_sample[mtype] = k0 + frame
         if hrs.HR_MEASUREMENT in self.subscribed:
             while self.hr_next <= now:
-                beats = self.body.extend_to(self.hr_next)
-                done = int(np.searchsorted(beats, self.hr_next, side="right"))
-                new = list(range(max(self.beats_sent, 1), done))
+                beats = self.sim.heart_beats(self.hr_next - 5.0, self.hr_next)
+                since = self.last_beat if self.last_beat is not None else self.hr_next - 1.0
+                new = [i for i in range(1, len(beats)) if beats[i] > since]
                 rr = [int(round((beats[i] - beats[i - 1]) * 1024.0)) for i in new]
-                bpm = int(round(61440.0 / rr[-1])) if rr else int(round(self.s.hr_bpm))
+                bpm = int(round(61440.0 / rr[-1])) if rr else int(round(self.sim.heart_bpm))
                 out.append((self.hr_next, hrs.HR_MEASUREMENT, hrs.encode_heart_rate(bpm, rr, contact=True)))
-                self.beats_sent = done
+                if new:
+                    self.last_beat = float(beats[new[-1]])
                 self.hr_next += 1.0
         return sorted(out, key=lambda x: x[0])
 
@@ -251,10 +241,10 @@ class SimulatedH10:
             "kind": "chest", "powered_at": self.powered_at, "clock_base_ns": self.clock_base_ns,
             "drift_ppm": self.s.truth.drift_ppm, "latency_s": self.s.truth.latency_s,
             "jitter_s": self.s.truth.jitter_s, "connection_interval_s": self.s.connection_interval_s,
-            "hr_bpm": self.s.hr_bpm, "breaths_per_min": self.s.breaths_per_min,
+            "hr_bpm": self.sim.heart_bpm, "breaths_per_min": self.sim.breaths_per_min,
             "ecg_true_rate": 130.0 * (1 + self.s.ecg_rate_error) * (1 + self.drift),
             "sensor_time": "clock_base_ns + (t - powered_at) * (1 + drift_ppm 1e-6) * 1e9 ns at true host time t",
-            "power_cycles": self.power_cycles,
+            "power_cycles": self.power_cycles, "ecg_starts": self.ecg_starts,
         }
 
 

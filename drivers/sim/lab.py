@@ -1,9 +1,11 @@
-"""The virtual lab shared by every simulated device: the subject's lift cycle, the trigger box's pulse
-schedule, and each device's true clock.
+"""The virtual lab shared by every simulated device: the subject (lift cycle, heart, breathing), the
+trigger box's output as the devices see it, and each device's true clock.
 
-All simulated devices run on this host, so they share pylsl.local_clock() as the true time base. The
-trigger box pulses at fixed multiples of the pulse period on that clock, so every device (in its own
-process) knows when the LED is lit and the trigger line is high without talking to the others.
+All simulated devices run on this host, so they share pylsl.local_clock() as the true time base.
+Everything about the subject is a function of that time alone, so every device (in its own process)
+sees the same heart beat and the same lift without talking to the others. The trigger output comes
+from the emulated trigger box when the rig has one ([sim] trigger, drivers.sim.triggerline), else it
+runs free: a pulse every pulse_period_s.
 """
 
 from __future__ import annotations
@@ -20,9 +22,14 @@ class SimLabSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seed: int = 7
-    pulse_period_s: float = Field(2.0, gt=0, description="one trigger pulse every this many seconds")
+    trigger: str = Field("", description="the rig's emulated trigger box (device id) whose output lights the LED "
+                                         "and drives the EMG trigger inputs; empty: free-running pulses")
+    pulse_period_s: float = Field(2.0, gt=0, description="free-running: one trigger pulse every this many seconds")
     pulse_width_s: float = Field(0.05, gt=0)
     lift_period_s: float = Field(4.0, gt=0, description="one repetition of the lift")
+    heart_bpm: float = Field(72.0, gt=20, lt=240, description="the subject's mean heart rate")
+    breaths_per_min: float = Field(14.0, ge=4, le=60)
+    rsa: float = Field(0.05, ge=0, lt=0.5, description="relative RR modulation by breathing")
 
     def pulse_active(self, t: np.ndarray) -> np.ndarray:
         """True where the trigger output (LED and TTL line) is high at true host time t."""
@@ -52,6 +59,31 @@ class SimLabSettings(BaseModel):
     def pulse_index(self, t: float) -> int:
         return int(math.floor(t / self.pulse_period_s))
 
+    def breathing(self, t: np.ndarray) -> np.ndarray:
+        """-1..1: the subject's breathing cycle at true time t."""
+        return np.sin(2 * np.pi * np.asarray(t, dtype=np.float64) * self.breaths_per_min / 60.0)
+
+    def heart_beats(self, a: float, b: float) -> np.ndarray:
+        """True times of the heart beats (R peaks) in [a, b]. The beat phase is a closed-form function of
+        absolute time, phase(t) = (t + c cos(w t)) / rr with c = rsa / w: the RR interval grows and shrinks
+        with breathing (respiratory sinus arrhythmia) and every process finds the same beats."""
+        rr = 60.0 / self.heart_bpm
+        w = 2 * np.pi * self.breaths_per_min / 60.0
+        c = self.rsa / w
+
+        def phase(t: np.ndarray) -> np.ndarray:
+            return (t + c * np.cos(w * t)) / rr
+
+        first = math.ceil(float(phase(np.array(a))))
+        last = math.floor(float(phase(np.array(b))))
+        if last < first:
+            return np.zeros(0)
+        n = np.arange(first, last + 1, dtype=np.float64)
+        t = n * rr
+        for _ in range(6):  # Newton: phase is monotonic (rsa < 1), a few steps reach float precision
+            t = t - (phase(t) - n) * rr / (1.0 - self.rsa * np.sin(w * t))
+        return t[(t >= a) & (t <= b)]
+
     def lift_position(self, t: np.ndarray) -> np.ndarray:
         """Bar height, 0 (floor) to 1 (lockout), of the simulated lift at true time t."""
         return 0.5 - 0.5 * np.cos(2 * np.pi * np.asarray(t, dtype=np.float64) / self.lift_period_s)
@@ -60,6 +92,25 @@ class SimLabSettings(BaseModel):
         """0..1 activation: high while the bar moves up (concentric phase)."""
         phase = np.mod(np.asarray(t, dtype=np.float64) / self.lift_period_s, 1.0)
         return np.clip(np.sin(2 * np.pi * phase), 0.0, 1.0) ** 2
+
+
+def qrs_waveform(d: np.ndarray) -> np.ndarray:
+    """The heart's QRS complex, peak 1 at the R peak (d = seconds from the beat): an R wave and the S
+    wave after it. The chest strap's ECG and the heart artifact in trunk EMG both carry it."""
+    d = np.asarray(d, dtype=np.float64)
+    return np.exp(-0.5 * (d / 0.012) ** 2) - 0.125 * np.exp(-0.5 * ((d - 0.03) / 0.015) ** 2)
+
+
+def heart_artifact(sim: SimLabSettings, t: np.ndarray) -> np.ndarray:
+    """Sum of QRS complexes (peak 1) at true times t."""
+    t = np.asarray(t, dtype=np.float64)
+    out = np.zeros(len(t))
+    if len(t) == 0:
+        return out
+    for beat in sim.heart_beats(float(t.min()) - 0.2, float(t.max()) + 0.2):
+        near = np.abs(t - beat) < 0.15
+        out[near] += qrs_waveform(t[near] - beat)
+    return out
 
 
 class DeviceTruth(BaseModel):

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from drivers.camera.mjpeg import part_bytes
 from drivers.sim.lab import DeviceTruth, SimClock, SimLabSettings
 from drivers.sim.scene import Scene, SceneSettings, lab_cameras, sensor_noise
+from drivers.sim.triggerline import PulseLine
 
 BOUNDARY = "Ba4oTvQMY8ew04N8dcnM"  # the app uses a fixed random-looking token
 SHUTTER_S = 1 / 120
@@ -56,14 +57,14 @@ class PhoneSettings(BaseModel):
 
 class PhoneEmulator:
     def __init__(self, settings: PhoneSettings, sim: SimLabSettings, seed: int = 0, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, line: PulseLine | None = None) -> None:
         self.s = settings
         self.sim = sim
         cams = lab_cameras()
         if settings.view not in cams:
             raise ValueError(f"the simulated lab has no camera {settings.view!r}")
         self.camera = cams[settings.view].scaled(settings.width, settings.height)
-        self.scene = Scene(sim, settings.scene)
+        self.scene = Scene(sim, settings.scene, line)
         self.clock = SimClock(settings.truth, settings.fps, pylsl.local_clock())
         self.rng = np.random.default_rng(seed)
         self.recording: dict[str, Any] | None = None

@@ -34,6 +34,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drivers.sim.lab import SimLabSettings
+from drivers.sim.triggerline import FreeRunningPulses, PulseLine
 
 BARCODE_BITS = 24
 
@@ -45,7 +46,8 @@ AREA_HALF_M = 2.5  # the taped 5 m x 5 m capture area
 NEAR_M = 0.05  # anything closer to a camera than this (or behind it) is not drawn
 LED_WORLD = np.array([0.75, -1.55, 1.02])  # the trigger box's LED, on a stand beside the subject
 LED_RADIUS_M = 0.02
-LED_UNLIT, LED_GAIN = 60, 195  # green level of the LED: unlit + gain * lit fraction of the exposure
+LED_UNLIT = 60  # green level of the unlit LED (it reflects the room's light); lit: 255
+CAMERA_GAMMA = 2.2  # the cameras encode light as level = 255 * light ** (1 / gamma)
 BOARD_WHITE, BOARD_BLACK = 225, 25  # printed board under lab light: neither paper nor ink is ideal
 _SHIFT = 4  # fixed-point bits for sub-pixel polygon and circle drawing
 _ONE = 1 << _SHIFT
@@ -359,8 +361,10 @@ def _room(cam: CameraModel, rays: np.ndarray) -> np.ndarray:
 class Scene:
     """The lab's 3D world at true time t: room, ChArUco board, subject proxy, trigger box LED."""
 
-    def __init__(self, sim: SimLabSettings, settings: SceneSettings | None = None) -> None:
+    def __init__(self, sim: SimLabSettings, settings: SceneSettings | None = None,
+                 line: PulseLine | None = None) -> None:
         self.sim = sim
+        self.line = line or FreeRunningPulses(sim)
         self.settings = s = settings or SceneSettings()
         self.dictionary = cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, s.dictionary))
         self.board = cv2.aruco.CharucoBoard((s.squares_x, s.squares_y), s.square_m, s.marker_m, self.dictionary)
@@ -578,13 +582,14 @@ class Scene:
         return parts
 
     def led_level(self, t: float, exposure_s: float) -> int:
-        """Green level of the LED in a frame exposed from t for exposure_s: unlit + gain * the lit
-        fraction of the exposure, so a flash that starts mid-exposure gives a partial level."""
+        """Green level of the LED in a frame exposed from t for exposure_s. The light it collects grows
+        with the lit fraction of the exposure (a flash that starts mid-exposure gives a partial level);
+        the camera's gamma curve then bends light into level."""
         if exposure_s > 0:
-            lit = self.sim.pulse_overlap(t, t + exposure_s) / exposure_s
+            lit = self.line.overlap(t, t + exposure_s) / exposure_s
         else:
-            lit = float(self.sim.pulse_active(t))
-        return int(round(LED_UNLIT + LED_GAIN * min(max(lit, 0.0), 1.0)))
+            lit = float(self.line.active(np.array([t]))[0])
+        return led_level_of(min(max(lit, 0.0), 1.0))
 
     def render(self, cam: CameraModel, t: float, exposure_s: float, counter: int) -> np.ndarray:
         """The frame `cam` exposes from true time t for exposure_s, with `counter` burnt in as a barcode.
@@ -619,6 +624,12 @@ class Scene:
             draw()
         encode_barcode(img, counter)
         return img
+
+
+def led_level_of(lit: float) -> int:
+    """The LED's level when lit for fraction `lit` of the exposure, through the camera's gamma."""
+    dark = (LED_UNLIT / 255.0) ** CAMERA_GAMMA
+    return int(round(255.0 * (dark + (1.0 - dark) * lit) ** (1.0 / CAMERA_GAMMA)))
 
 
 def _draw_disc(img: np.ndarray, center: np.ndarray, radius: float, color: Color) -> None:

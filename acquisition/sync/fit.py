@@ -1,0 +1,157 @@
+"""Matching detected events to the pulses that caused them, and the per-segment model that maps a
+stream's base times onto the true (trigger box) time: true = base + offset + drift * (base - ref).
+
+Matching: every pairing of a detected edge with a fired edge of the same kind proposes an offset
+(minus the stream's latency); the offset that lines up the most events wins. Trains are coded (each
+has its own widths and gaps), so only the true offset lines up many events at once.
+
+Fitting: weighted least squares over the precise events, with outliers (more than 5 sigma, or far
+from the median) rejected, and the drift held at zero unless the events span enough time to measure
+it. Events that are only bounded (a flash that began while the shutter was closed) check the fit,
+and carry it alone when no precise event is available: the offset must lie in every such interval.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from acquisition.sync.events import Event
+
+MIN_DRIFT_SPAN_S = 3.0  # events spanning less than this: offset only (drift stays the driver's)
+DRIFT_PRIOR = 100e-6  # the residual drift after the drivers' own clock fits is small
+
+
+@dataclass
+class Match:
+    event: Event
+    ref_time: float  # the fired edge's time on the recorder's clock
+    pulse: tuple[int, int]  # (train, pulse)
+
+
+@dataclass
+class SegmentModel:
+    start: float  # base-time range this model covers
+    stop: float
+    offset: float
+    drift: float
+    ref: float
+    n_events: int
+    n_rejected: int
+    residual_rms_s: float
+    error_s: float  # 1-sigma uncertainty of the model at its worst point in [start, stop]
+    method: str  # "fit", "intervals" or "borrowed"
+    residuals: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    residual_times: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def apply(self, base: np.ndarray) -> np.ndarray:
+        return base + self.offset + self.drift * (base - self.ref)
+
+
+def match_events(events: list[Event], refs: dict[str, np.ndarray], ref_ids: dict[str, list[tuple[int, int]]],
+                 offset_range: tuple[float, float], tolerance: float) -> tuple[list[Match], list[Event], float | None]:
+    """Pair events with fired edges (refs[kind] sorted). Returns matches, unmatched events, and the offset."""
+    kinds = {k: np.array([e.time for e in events if e.kind == k]) for k in {e.kind for e in events}}
+    kinds = {k: t for k, t in kinds.items() if len(refs.get(k, ())) and len(t)}
+    candidates = np.concatenate([(refs[k][None, :] - t[:, None]).ravel() for k, t in kinds.items()] or [[]])
+    candidates = candidates[(candidates >= offset_range[0]) & (candidates <= offset_range[1])]
+    if len(candidates) == 0:
+        return [], list(events), None
+    best, best_n, best_sq = None, 0, np.inf
+    for cand in candidates:
+        n, sq = 0, 0.0
+        for k, t in kinds.items():
+            d = _nearest_gap(refs[k], t + cand)
+            ok = np.abs(d) <= tolerance
+            n += int(ok.sum())
+            sq += float(np.sum(d[ok] ** 2))
+        if n > best_n or (n == best_n and sq < best_sq):
+            best, best_n, best_sq = float(cand), n, sq
+    assert best is not None
+    # centre on the median offset of the events that line up, then pair each event with its nearest edge
+    gaps = np.concatenate([_nearest_gap(refs[k], t + best) for k, t in kinds.items()])
+    center = best + float(np.median(gaps[np.abs(gaps) <= tolerance]))
+    matches, unmatched, used = [], [], set()
+    for ev in events:
+        r = refs.get(ev.kind)
+        if r is None or len(r) == 0:
+            unmatched.append(ev)
+            continue
+        i = int(np.argmin(np.abs(r - ev.time - center)))
+        if abs(r[i] - ev.time - center) > tolerance or (ev.kind, i) in used:
+            unmatched.append(ev)
+            continue
+        used.add((ev.kind, i))
+        matches.append(Match(ev, float(r[i]), ref_ids[ev.kind][i]))
+    return matches, unmatched, center
+
+
+def _nearest_gap(r: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """For each t, (nearest r) - t, with r sorted."""
+    i = np.clip(np.searchsorted(r, t), 0, len(r) - 1)
+    j = np.clip(i - 1, 0, len(r) - 1)
+    right, left = r[i] - t, r[j] - t
+    return np.where(np.abs(left) < np.abs(right), left, right)
+
+
+def fit_segment(matches: list[Match], start: float, stop: float, extra_sigma: float = 0.0) -> SegmentModel | None:
+    """The model for one segment from its matched events (None when there are none)."""
+    if not matches:
+        return None
+    b = np.array([m.event.time for m in matches])
+    r = np.array([m.ref_time for m in matches])
+    s = np.array([m.event.sigma for m in matches])
+    precise = np.array([m.event.precise for m in matches])
+    lo = np.array([m.event.lo for m in matches])
+    hi = np.array([m.event.hi for m in matches])
+    ref = float(np.mean(b))
+    if precise.sum() >= 1:
+        keep = precise.copy()
+        offset, drift, cov = 0.0, 0.0, np.zeros((2, 2))
+        for _ in range(4):
+            offset, drift, cov = _wls(b[keep], r[keep], s[keep], ref)
+            res = r - b - offset - drift * (b - ref)
+            med = np.median(res[keep])
+            mad = 1.4826 * np.median(np.abs(res[keep] - med))
+            new = precise & (np.abs(res) <= np.maximum(5 * s, 5 * mad + 1e-6))
+            if new.sum() == 0 or np.array_equal(new, keep):
+                break
+            keep = new
+        res = r - b - offset - drift * (b - ref)
+        rms = float(np.sqrt(np.mean(res[keep] ** 2)))
+        # the residuals' own scatter scales the covariance (reduced chi-square); with few events it may only
+        # make the claimed uncertainties larger, never smaller
+        n_par = 2 if drift != 0.0 else 1
+        dof = int(keep.sum()) - n_par
+        chi2 = float(np.sum((res[keep] / s[keep]) ** 2)) / max(dof, 1)
+        scale2 = chi2 if dof >= 3 else max(1.0, chi2)
+        half = max(stop - ref, ref - start, 0.0)
+        err = float(np.sqrt(scale2 * (cov[0, 0] + cov[1, 1] * half ** 2) + extra_sigma ** 2))
+        return SegmentModel(start, stop, offset, drift, ref, int(keep.sum()), int(len(matches) - keep.sum()), rms, err,
+                            "fit", res[keep], b[keep])
+    # only bounded events: the offset lies in every interval [r - hi, r - lo]
+    low, high = float(np.max(r - hi)), float(np.min(r - lo))
+    if low > high:  # contradictory bounds: take the middle of the overlap of most of them
+        low, high = float(np.percentile(r - hi, 75)), float(np.percentile(r - lo, 25))
+        low, high = min(low, high), max(low, high)
+    offset = (low + high) / 2
+    err = float(np.sqrt(((high - low) / np.sqrt(12)) ** 2 + extra_sigma ** 2))
+    res = r - ((lo + hi) / 2) - offset
+    return SegmentModel(start, stop, offset, 0.0, ref, len(matches), 0, float(np.sqrt(np.mean(res ** 2))), err,
+                        "intervals", res, b)
+
+
+def _wls(b: np.ndarray, r: np.ndarray, s: np.ndarray, ref: float) -> tuple[float, float, np.ndarray]:
+    """offset, drift and their covariance; drift only when the events span MIN_DRIFT_SPAN_S."""
+    w = 1.0 / np.maximum(s, 1e-7) ** 2
+    y = r - b
+    x = b - ref
+    if np.ptp(b) < MIN_DRIFT_SPAN_S or len(b) < 3:
+        offset = float(np.sum(w * y) / np.sum(w))
+        return offset, 0.0, np.array([[1.0 / np.sum(w), 0.0], [0.0, 0.0]])
+    a = np.stack([np.ones_like(x), x], axis=1)
+    ata = a.T @ (a * w[:, None]) + np.diag([0.0, 1.0 / DRIFT_PRIOR ** 2])
+    atb = a.T @ (w * y)
+    sol = np.linalg.solve(ata, atb)
+    return float(sol[0]), float(sol[1]), np.linalg.inv(ata)
