@@ -16,11 +16,12 @@ from drivers.camera.framestore import FrameFile
 from drivers.sim.emg_emulator import ShimmerModel
 from drivers.sim.emg_signal import EmgSignal, device_seed
 from drivers.sim.scene import decode_barcode
+from drivers.sim.triggerline import PulseEdges
 
 EMG_UNITS = ("emg1", "emg2", "emg3", "emg4")
 DEVICES = ("trigger", *EMG_UNITS, "chest", "cam1", "cam2", "cam3", "cam4", "phone")
 EXPECTED_STREAMS = {
-    *EMG_UNITS, "chest_hr", "chest_rr", "chest_ecg", "chest_acc", "chest_breathing", "trigger_pulses",
+    *EMG_UNITS, "chest_hr", "chest_rr", "chest_ecg", "chest_acc", "chest_breathing", "trigger_pulses", "trigger_clock",
     "cam1", "cam2", "cam3", "cam4", "phone", *(f"{d}_status" for d in DEVICES),
     *(f"{c}_control" for c in ("cam1", "cam2", "cam3", "cam4", "phone")),
 }
@@ -38,7 +39,8 @@ def test_take_validates_and_has_every_stream(sim_take):
         assert f.attrs["format"] == "flexcap.take" and f.attrs["format_version"] == 1
         assert f.attrs["subject"] == "S01" and f.attrs["action"] == "squat" and f.attrs["repetition"] == 1
         assert f.attrs["take"] == "001_squat_1"
-        assert 6.0 <= f.attrs["stopped_lsl"] - f.attrs["started_lsl"] < 6.5
+        # 6 s, then the end train (under a second) and the settling time for the slowest device
+        assert 6.9 <= f.attrs["stopped_lsl"] - f.attrs["started_lsl"] < 8.0
         assert json.loads(f.attrs["rig"])["name"] == "simlab"
         assert set(f["cameras"]) == {"cam1", "cam2", "cam3", "cam4", "phone"}
 
@@ -47,6 +49,8 @@ def test_emg_values_are_exactly_what_the_devices_sent(sim_take):
     """Four Shimmer emulators -> pty -> pyserial driver -> LSL -> recorder: every value bit-exact."""
     rig = load_rig()
     truths = json.loads((sim_take.path / TRUTH_FILE).read_text())["devices"]
+    # the trigger inputs saw the pulses the box fired (its log), trunk electrodes the heart
+    line = PulseEdges([p for t in truths["trigger"]["trains"] for p in t["pulses"]])
     with _open(sim_take) as f:
         start, stop = f.attrs["started_lsl"], f.attrs["stopped_lsl"]
         for unit in EMG_UNITS:
@@ -64,7 +68,8 @@ def test_emg_values_are_exactly_what_the_devices_sent(sim_take):
             assert 0 <= stamps[0] + offset - start < period, unit
             assert 0 <= stop - (stamps[-1] + offset) < period, unit
             t_true = truth["t0"] + k / truth["true_rate"]
-            signal = EmgSignal(4, rig.sim, device_seed(unit))
+            heart = rig.context(unit).settings.emulator.heart_artifact_uv
+            signal = EmgSignal(4, rig.sim, device_seed(unit), line, heart)
             np.testing.assert_array_equal(data[:, :4], ShimmerModel(2048).expected_microvolts(k, t_true, signal))
             level = np.round(signal.trigger_level(t_true, 1 / 2048) * 3900) / 4095
             np.testing.assert_array_equal(data[:, 4], level.astype(np.float32))
@@ -74,20 +79,30 @@ def test_emg_values_are_exactly_what_the_devices_sent(sim_take):
 
 
 def test_trigger_pulses_are_recorded_once_each(sim_take):
-    rig = load_rig()
+    """The start and end trains the box fired (its emulator's log) are on the pulses stream once each, at
+    their true times, and every EMG unit's trigger input saw each of them."""
+    box = json.loads((sim_take.path / TRUTH_FILE).read_text())["devices"]["trigger"]
+    fired = [(t["seq"], i, rise, fall) for t in box["trains"] for i, (rise, fall) in enumerate(t["pulses"])]
     with _open(sim_take) as f:
-        start, stop = f.attrs["started_lsl"], f.attrs["stopped_lsl"]
-        g = f["streams/trigger_pulses"]
-        pulses = [row[0] for row in stream_strings(g)]
-        stamps = g["time_stamps"][()]
+        markers = [json.loads(row[0]) for row in stream_strings(f["streams/trigger_pulses"])]
+        stamps = f["streams/trigger_pulses/time_stamps"][()]
         trigger = f["streams/emg1/time_series"][:, -2]
-    period = rig.sim.pulse_period_s
-    expected = [n for n in range(int(np.ceil(start / period)), int(np.floor(stop / period)) + 1)]
-    assert pulses == [f"pulse {n} width_ms=50" for n in expected]
-    np.testing.assert_allclose(stamps, np.array(expected) * period, rtol=0, atol=1e-9)
-    # the EMG trigger channel rises once per pulse (a pulse cut by start or stop may add one edge)
-    rises = int(np.sum((trigger[1:] > 0.5) & (trigger[:-1] <= 0.5)))
-    assert rises in (len(expected), len(expected) + 1)
+    assert len(fired) == 8  # a train of 4 pulses at the start, one at the end
+    assert [(m["train"], m["pulse"]) for m in markers] == [(seq, i) for seq, i, _, _ in fired]
+    assert [m["label"] for m in markers] == ["take_start"] * 4 + ["take_end"] * 4
+    assert [m["train"] for m in markers[:1]] == [box["trains"][0]["seq"]]
+    rises = np.array([r for _, _, r, _ in fired])
+    falls = np.array([fa for _, _, _, fa in fired])
+    # the driver maps the box's microsecond clock onto the host's: within a fraction of a millisecond
+    np.testing.assert_allclose([m["rise_lsl"] for m in markers], rises, rtol=0, atol=3e-4)
+    np.testing.assert_allclose([m["fall_lsl"] for m in markers], falls, rtol=0, atol=3e-4)
+    np.testing.assert_array_equal(stamps, [m["rise_lsl"] for m in markers])
+    # the coded widths: 80 or 120 ms by the train number's bits
+    for t in box["trains"]:
+        widths = [round((fa - r) * 1000) for r, fa in t["pulses"]]
+        assert widths == [(120 if (t["seq"] >> i) & 1 else 80) for i in range(4)]
+    # the EMG trigger channel rises once per pulse
+    assert int(np.sum((trigger[1:] > 0.5) & (trigger[:-1] <= 0.5))) == 8
 
 
 def test_chest_streams_are_complete(sim_take):

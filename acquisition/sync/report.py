@@ -172,6 +172,7 @@ def write_sync(ts: TakeSync, plot_png: bool = True) -> Verdict:
                                                "drift": x.drift, "ref": x.ref, "method": x.method,
                                                "n_events": x.n_events, "rejected": x.n_rejected} for x in m])
             g.attrs["problem"] = s.problem
+            g.attrs["pulses_seen"] = json.dumps([list(p) for p in s.pulses_seen])
     (ts.take / REPORT_TXT).write_text(format_table(ts, v))
     (ts.take / REPORT_JSON).write_text(json.dumps({"verdict": v.level, "text": v.text, "streams": rows(ts)},
                                                   indent=1, default=_jsonable))
