@@ -89,6 +89,23 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return {"green": 0, "amber": 0, "red": 3}[verdict.level]
 
 
+def cmd_xdf(args: argparse.Namespace) -> int:
+    from acquisition.takefile import find_take_file
+    from acquisition.xdf import write_xdf
+
+    take_dir = find_take_file(args.take).parent
+    out = Path(args.out) if args.out else take_dir / f"{take_dir.name}.xdf"
+    streams = [s for s in args.streams.split(",") if s] if args.streams else None
+    try:
+        summary = write_xdf(take_dir, out, streams)
+    except (FileExistsError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    n = sum(s["samples"] for s in summary["streams"].values())
+    print(f"wrote {out}: {len(summary['streams'])} streams, {n:,} samples (raw stamps and clock offsets, as "
+          "LabRecorder writes them)")
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from acquisition.inspect import format_inspection, inspect_take, inspection_json
 
@@ -325,13 +342,14 @@ def cmd_recorder_service(args: argparse.Namespace) -> int:
     _stop_on_signals(stop)
     server: ControlServer | None = None
     recorder = Recorder(RecorderSettings.model_validate_json(args.settings),
-                        emit=lambda name, **kw: server.event(name, **kw) if server else None)
+                        emit=lambda name, **kw: server.event(name, **kw) if server else None, rig_name=args.rig_name)
     server = ControlServer({
         "connect": recorder.connect,
         "wait_connected": lambda wait_s: recorder.wait_connected(wait_s),
         "start": recorder.start,
         "stop": recorder.stop,
         "status": recorder.status,
+        "set_latencies": recorder.set_latencies,
     }, on_eof=stop.set)
     server.start()
     stop.wait()
@@ -343,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flexcap", description="Acquisition for a multimodal fitness-capture lab.")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = p.add_subparsers(dest="command", required=True,
-                           metavar="{record,sync,inspect,validate,streams,driver,emulate}")
+                           metavar="{record,sync,xdf,inspect,validate,streams,driver,emulate}")
 
     r = sub.add_parser("record", help="record one take headless")
     r.add_argument("--rig", help="rig file (TOML); default: the simulated lab")
@@ -360,6 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--json", action="store_true", help="print the report as JSON")
     y.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
     y.set_defaults(func=cmd_sync)
+
+    x = sub.add_parser("xdf", help="export a take's streams as XDF 1.0 (pyxdf, MATLAB load_xdf, MNE read it)")
+    x.add_argument("take", help="take folder or take.h5")
+    x.add_argument("--out", help="the .xdf file (default: TAKE/<take>.xdf); never overwritten")
+    x.add_argument("--streams", help="comma-separated stream ids (default: all)")
+    x.set_defaults(func=cmd_xdf)
 
     i = sub.add_parser("inspect", help="what a take holds")
     i.add_argument("take", help="take folder or take.h5")
@@ -418,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rs = sub.add_parser("_recorder")  # internal: the recorder process of a RigController
     rs.add_argument("--settings", required=True)
+    rs.add_argument("--rig-name", help="publish the recorder's status stream under this rig's name")
     rs.set_defaults(func=cmd_recorder_service)
     return p
 

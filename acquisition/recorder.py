@@ -10,6 +10,7 @@ stopped_lsl] to take.h5. At stop it drains every stream up to the stop time befo
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import queue
 import shutil
@@ -26,13 +27,22 @@ import numpy as np
 import pylsl
 
 from acquisition.config import RecorderSettings
+from acquisition.sync.live import LiveSync, time_correction_ex
 from acquisition.takefile import StreamMeta, TakeWriter
-from drivers.runtime.streams import CHANNEL_FORMATS, FORMAT_NAMES
+from drivers.runtime.driver import DriverContext, status_spec
+from drivers.runtime.streams import CHANNEL_FORMATS, FORMAT_NAMES, make_stream_info
 
 log = logging.getLogger(__name__)
 
 PREROLL_S = 3.0
 MB = 1024 * 1024
+RECORDER_ID = "recorder"
+STATUS_INTERVAL_S = 1.0
+
+
+def recorder_status_spec(rig_name: str):  # noqa: ANN201 - a StreamSpec
+    """The recorder's own status stream: clock offsets, round trips and device latencies, once a second."""
+    return status_spec(DriverContext(RECORDER_ID, "recorder", rig_name=rig_name))
 
 
 class RecorderError(RuntimeError):
@@ -94,9 +104,13 @@ class TakeState:
 
 class Recorder:
     def __init__(self, settings: RecorderSettings | None = None,
-                 emit: Callable[..., None] | None = None) -> None:
+                 emit: Callable[..., None] | None = None, rig_name: str | None = None) -> None:
         self.settings = settings or RecorderSettings()
         self.emit = emit or (lambda name, **kw: None)
+        self.live = LiveSync()
+        self._status_outlet = None if rig_name is None else \
+            pylsl.StreamOutlet(make_stream_info(recorder_status_spec(rig_name)), chunk_size=0, max_buffered=60)
+        self._next_status = 0.0
         self._wanted: dict[str, str] = {}  # source_id -> stream_id
         self._inlets: dict[str, InletState] = {}  # by stream_id
         self._lock = threading.RLock()
@@ -264,11 +278,11 @@ class Recorder:
 
     def _measure_offset(self, s: InletState) -> None:
         try:
-            offset = s.inlet.time_correction(timeout=2.0)
+            offset, rtt = time_correction_ex(s.inlet, timeout=2.0)
         except Exception as exc:  # a stream that is gone has no offset this round
             log.debug("no clock offset for %s: %s", s.stream_id, exc)
             return
-        self._offsets.put((s.stream_id, pylsl.local_clock(), offset))
+        self._offsets.put((s.stream_id, pylsl.local_clock(), offset, rtt))
 
     def _pull_loop(self) -> None:
         last_disk_check = 0.0
@@ -278,6 +292,10 @@ class Recorder:
                 stopping = take is not None and take.stop is not None and not take.done.is_set()
             self._stop.wait(0.02 if stopping else self.settings.poll_interval_s)
             self.polls += 1
+            try:
+                self.publish_status()
+            except Exception as exc:  # a status line must never stop the recording
+                log.warning("recorder status failed: %s", exc)
             with self._lock:
                 take = self._take if self._take is not None and not self._take.done.is_set() else None
                 try:
@@ -303,9 +321,10 @@ class Recorder:
     def _drain_offsets(self, take: TakeState | None) -> None:
         while True:
             try:
-                sid, t, off = self._offsets.get_nowait()
+                sid, t, off, rtt = self._offsets.get_nowait()
             except queue.Empty:
                 return
+            self.live.clock(sid, off, rtt)
             state = self._inlets.get(sid)
             if state is not None:
                 state.offset = off
@@ -328,12 +347,39 @@ class Recorder:
                 return
             s.received += n
             s.last_stamp = float(stamps[-1])
+            self._watch_sync(s, samples, stamps)
             if take is None:
                 self._keep_preroll(s, samples, stamps)
             else:
                 self._write(take, s, samples, stamps)
             if s.buf is None or n < len(s.buf):
                 return
+
+    def _watch_sync(self, s: InletState, samples: Any, stamps: np.ndarray) -> None:
+        """Feed the live latency estimate: the box's pulses, and the trigger inputs that see them."""
+        if s.meta.type == "Markers" and s.meta.labels == ["pulse"] and s.meta.units == ["json"]:
+            self.live.pulse_markers(samples, s.offset)
+        elif "trigger" in s.meta.labels and s.buf is not None:
+            self.live.trigger_level(s.stream_id, samples[:, s.meta.labels.index("trigger")], stamps, s.offset)
+
+    def publish_status(self) -> None:
+        now = pylsl.local_clock()
+        if self._status_outlet is None or now < self._next_status:
+            return
+        self._next_status = now + STATUS_INTERVAL_S
+        with self._lock:
+            take = self._take
+            ids = sorted(self._inlets)
+        status = {"device": RECORDER_ID, "kind": "recorder", "connected": True,
+                  "recording": take is not None and take.stop is None, "missing": self._missing(),
+                  "streams": self.live.report(ids)}
+        self._status_outlet.push_sample([json.dumps(status)], now)
+
+    def set_latencies(self, take: str, latency_s: dict[str, float]) -> dict:
+        """What the last take's alignment measured: the live latency of devices without a trigger input."""
+        for sid, value in latency_s.items():
+            self.live.measured[sid] = {"latency_s": value, "take": take}
+        return {"known": sorted(self.live.measured)}
 
     @staticmethod
     def _keep_preroll(s: InletState, samples: np.ndarray, stamps: np.ndarray) -> None:

@@ -22,6 +22,7 @@ import pylsl
 from acquisition import __version__
 from acquisition.config import Rig, TakeInfo
 from acquisition.lslconfig import apply_lsl_settings
+from acquisition.recorder import recorder_status_spec
 from acquisition.session import Session, utc_now_iso
 from acquisition.supervisor import Supervisor
 from acquisition.takefile import TAKE_FILE, TRUTH_FILE
@@ -82,13 +83,16 @@ class RigController:
             ctx = self.rig.context(dev.id)
             for spec in [*driver_class(dev.kind).stream_specs(ctx), status_spec(ctx)]:
                 out.append({"source_id": spec.source_id, "stream_id": spec.stream_id})
+        spec = recorder_status_spec(self.rig.name)  # the recorder records its own status: offsets, round trips
+        out.append({"source_id": spec.source_id, "stream_id": spec.stream_id})
         return out
 
     def start(self, wait_s: float | None = None) -> list[str]:
         """Start every driver and the recorder; return the stream ids that did not appear in time."""
         self.supervisor.start()
         settings = json.dumps(self.rig.recorder.model_dump())
-        self.recorder = ChildProcess("recorder", ["_recorder", "--settings", settings], on_event=self._on_event)
+        self.recorder = ChildProcess("recorder", ["_recorder", "--settings", settings, "--rig-name", self.rig.name],
+                                     on_event=self._on_event)
         self.recorder.request("connect", streams=self.expected_streams())
         wait = self.rig.recorder.stream_wait_s if wait_s is None else wait_s
         return self.recorder.request("wait_connected", timeout=wait + 5, wait_s=wait)
@@ -240,6 +244,12 @@ class RigController:
             active.problems.append(self.stop_reason)
         self._write_truth(active.path)
         sync = self.align(active.path) if self.rig.sync.align_after_take else None
+        if sync and sync.get("latency_ms"):
+            try:  # the live latency of devices without a trigger input, until the next take
+                recorder.request("set_latencies", take=active.path.name,
+                                 latency_s={k: v / 1e3 for k, v in sync["latency_ms"].items()})
+            except ChildError as exc:
+                log.warning("the recorder did not take the measured latencies: %s", exc)
         active.session.record_take({
             "take": active.path.name, "action": active.take.action, "repetition": active.take.repetition,
             "started_at": active.started_at, "duration_s": round(stopped - active.started_lsl, 3),
@@ -248,17 +258,20 @@ class RigController:
         return TakeResult(active.path, active.started_lsl, stopped, summary, cameras, active.problems, sync)
 
     @staticmethod
-    def align(take_dir: Path) -> dict[str, str]:
-        """Run the sync controller on a finished take; its verdict ({level, text}). Never raises: a take
-        that cannot be aligned keeps its LSL-corrected stamps and says why."""
+    def align(take_dir: Path) -> dict[str, Any]:
+        """Run the sync controller on a finished take: its verdict ({level, text}) and the latency it
+        measured per aligned stream. Never raises: a take that cannot be aligned keeps its LSL-corrected
+        stamps and says why."""
         from acquisition.sync import sync_take
 
         try:
-            _ts, verdict = sync_take(take_dir)
+            ts, verdict = sync_take(take_dir)
         except Exception as exc:  # the take is safe on disk; alignment can be run again (flexcap sync)
             log.exception("aligning %s failed", take_dir)
             return {"level": "red", "text": f"alignment failed: {type(exc).__name__}: {exc} (run flexcap sync)"}
-        return {"level": verdict.level, "text": verdict.text}
+        latency = {sid: round(s.latency_s * 1e3, 4) for sid, s in ts.streams.items()
+                   if s.kind in ("emg", "camera", "ecg") and s.latency_s is not None}
+        return {"level": verdict.level, "text": verdict.text, "latency_ms": latency}
 
     def _write_truth(self, take_dir: Path) -> None:
         sources = self.supervisor.truth_sources()

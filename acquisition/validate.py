@@ -54,10 +54,29 @@ def validate_take(path: str | Path) -> list[str]:
                 _check_strings(f"/{name}", f[name], 1, problems)
         if "sync" not in f:
             problems.append("/sync: missing")
+        else:
+            _check_sync(f, problems)
         if "cameras" in f:
             for cam in f["cameras"]:
                 _check_camera(take_file.parent, cam, f["cameras"].get(cam, getlink=True), start, stop, problems)
     return problems
+
+
+def _check_sync(f: h5py.File, problems: list[str]) -> None:
+    """Corrected times, when the sync controller has run: one per recorded sample, all finite."""
+    for sid, g in f["sync"].items():
+        where = f"/sync/{sid}"
+        if "streams" not in f or sid not in f["streams"]:
+            problems.append(f"{where}: no stream {sid!r} in /streams")
+            continue
+        if "time_stamps" not in g:
+            problems.append(f"{where}/time_stamps: missing")
+            continue
+        n, m = g["time_stamps"].shape[0], f["streams"][sid]["time_stamps"].shape[0]
+        if n != m:
+            problems.append(f"{where}/time_stamps: {n} rows, the stream has {m}")
+        elif n and not np.all(np.isfinite(g["time_stamps"][()])):
+            problems.append(f"{where}/time_stamps: not all finite")
 
 
 def _check_root(f: h5py.File, problems: list[str]) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from acquisition.sync import sync_take
 from acquisition.sync.report import REPORT_JSON, REPORT_PNG, REPORT_TXT
-from acquisition.takefile import TRUTH_FILE
+from acquisition.takefile import TRUTH_FILE, stream_strings
 from drivers.sim.lab import SimLabSettings
 from drivers.sim.truthtimes import ecg_true_times, emg_true_times, frame_true_times
 from tests.conftest import ROOT
@@ -37,7 +37,7 @@ def true_times(take, f: h5py.File, sid: str, truth: dict) -> np.ndarray:
 
 
 def test_every_stream_is_on_true_time(sim_take):
-    assert sim_take.sync == {"level": "green", "text": sim_take.sync["text"]}
+    assert sim_take.sync["level"] == "green", sim_take.sync["text"]
     truth = json.loads((sim_take.path / TRUTH_FILE).read_text())
     with h5py.File(sim_take.path / "take.h5", "r") as f:
         assert f["sync"].attrs["verdict"] == "green"
@@ -54,7 +54,7 @@ def test_every_stream_is_on_true_time(sim_take):
             g = f["sync"][sid]
             assert abs(g.attrs["latency_s"] - np.median(raw - t)) < target, sid
             assert g.attrs["error95_s"] < target, sid  # its own estimate is within the target too
-            assert g.attrs["n_events"] >= (8 if sid == "chest_ecg" else 16), sid
+            assert g.attrs["n_events"] >= (8 if sid == "chest_ecg" else 20), sid
 
 
 def test_every_pulse_is_found_in_every_stream_that_sees_the_trigger(sim_take):
@@ -69,19 +69,20 @@ def test_every_pulse_is_found_in_every_stream_that_sees_the_trigger(sim_take):
         assert f["sync/chest_acc"].attrs["method"] == "inherited from chest_ecg"
         # host-stamped streams keep their LSL-corrected stamps
         assert f["sync/cam1_control"].attrs["method"] == "lsl"
-        np.testing.assert_array_equal(f["sync/cam1_control/time_stamps"][()],
-                                      f["streams/cam1_control/time_stamps"][()]
-                                      + np.median(f["streams/cam1_control/clock_offsets"][:, 1]))
+        # (a line through the measured offsets: on one host they are microseconds)
+        np.testing.assert_allclose(f["sync/cam1_control/time_stamps"][()],
+                                   f["streams/cam1_control/time_stamps"][()]
+                                   + np.median(f["streams/cam1_control/clock_offsets"][:, 1]), rtol=0, atol=2e-5)
 
 
 def test_report_files_and_the_command_line(sim_take, tmp_path):
     report = (sim_take.path / REPORT_TXT).read_text()
     assert report.splitlines()[1].startswith("verdict: GREEN: 10 streams aligned to the trigger box within tolerance")
-    assert "pulses: 8 in 2 trains (take_start, take_end) on trigger_pulses" in report
+    assert "pulses: 12 in 3 trains (take_start, periodic, take_end) on trigger_pulses" in report
     table = json.loads((sim_take.path / REPORT_JSON).read_text())
     assert table["verdict"] == "green"
     rows = {r["stream"]: r for r in table["streams"]}
-    assert rows["cam3"]["matched"] == 16 and rows["chest_ecg"]["channel"].startswith("emg3:")
+    assert rows["emg3"]["matched"] == 24 and rows["chest_ecg"]["channel"].startswith("emg3:")
     png = cv2.imread(str(sim_take.path / REPORT_PNG))
     assert png is not None and png.shape[1] == 1000 and png.shape[0] > 300
     # flexcap sync on a copy: the same /sync, raw stamps untouched, an earlier /sync replaced
@@ -111,3 +112,21 @@ def test_sync_take_is_repeatable(sim_take, tmp_path):
     assert verdict.level == "green"
     assert {s.stream_id for s in ts.streams.values() if s.kind in ("emg", "camera", "ecg") and s.aligned} == \
         set(TARGET_P95)
+
+
+def test_the_recorder_reports_clock_offsets_round_trips_and_latencies_live(sim_take):
+    """Once a second during the take: every stream's LSL clock offset and round trip, and each EMG unit's
+    latency from its trigger edges against the box's pulses."""
+    truth = json.loads((sim_take.path / TRUTH_FILE).read_text())["devices"]
+    with h5py.File(sim_take.path / "take.h5", "r") as f:
+        statuses = [json.loads(r[0]) for r in stream_strings(f["streams/recorder_status"])]
+    assert len(statuses) >= 6 and all(s["device"] == "recorder" for s in statuses)
+    last = statuses[-1]["streams"]
+    for sid in ("emg1", "cam3", "chest_ecg", "trigger_pulses"):
+        assert abs(last[sid]["offset_ms"]) < 1.0 and 0 < last[sid]["rtt_ms"] < 50, (sid, last[sid])
+    for unit in ("emg1", "emg2", "emg3", "emg4"):
+        live = last[unit]["latency"]
+        assert live["source"] == "live trigger edges" and live["n"] >= 4
+        assert abs(live["ms"] - truth[unit]["latency_s"] * 1e3) < 2.0, (unit, live)
+    # after the take, the alignment's latencies are what the recorder reports for devices without a trigger
+    assert set(sim_take.sync["latency_ms"]) == set(TARGET_P95)

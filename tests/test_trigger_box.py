@@ -120,10 +120,12 @@ def test_the_box_refuses_what_it_cannot_do(tmp_path):
     box = Box(tmp_path, "box2")
     try:
         first = box.driver.fire("take_start")
-        second = box.driver.fire("test")  # while the first train runs
-        refused = box.driver.wait_train(second["train"], timeout=3)
-        assert refused["refused"] == "busy" and not refused["complete"]
+        second = box.driver.fire("test")  # fired while the first runs: it waits for the first to end
         assert box.driver.wait_train(first["train"], timeout=5)["complete"]
+        assert box.driver.wait_train(second["train"], timeout=5)["complete"]
+        one, two = box.emulator.trains[-2:]
+        assert (one["seq"], two["seq"]) == (first["train"], second["train"])
+        assert two["pulses"][0][0] > one["pulses"][-1][1]
         with pytest.raises(ValueError, match="unknown train label 'later'; use one of take_start, take_end"):
             box.driver.fire("later")
         with pytest.raises(ValueError, match=r"trains every 1 s would overlap; at least 1\.9 s apart"):
@@ -137,14 +139,17 @@ def test_the_box_refuses_what_it_cannot_do(tmp_path):
     threading.Thread(target=emulator.run, daemon=True).start()
     fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
     try:
-        os.write(fd, b"F 3 50 100 50\nZ\nI\n")
-        time.sleep(0.3)
+        os.write(fd, b"F 3 50 100 50\nZ\nI\nF 4 100000\nF 5 100000\n")
+        time.sleep(0.4)
         replies = os.read(fd, 4096).decode()
     finally:
         os.close(fd)
         emulator.stop_event.set()
-    assert replies.splitlines() == ["! 3 durations must be 100..10000000 us (got 50)", "! - unknown command 'Z'",
-                                    "I flexcap-trigger 1 1.0.0-emulated"]
+    lines = replies.splitlines()
+    assert lines[:5] == ["! 3 durations must be 100..10000000 us (got 50)", "! - unknown command 'Z'",
+                         "I flexcap-trigger 1 1.0.0-emulated", "A 4 1", "! 5 busy"]
+    rise, fall = (int(x) for x in lines[5].split()[3:])
+    assert lines[5].startswith("E 4 0 ") and fall - rise == 100000 and lines[6:] == ["D 4"]
 
 
 def test_a_port_that_is_not_a_flexcap_box_is_named(tmp_path):

@@ -22,7 +22,7 @@ import numpy as np
 from acquisition.config import Rig, SyncSettings, parse_rig
 from acquisition.sync import led as ledmod
 from acquisition.sync.events import Event, flash_edges, peak_times, trigger_edges, two_levels
-from acquisition.sync.fit import Match, SegmentModel, fit_segment, match_events
+from acquisition.sync.fit import DRIFT_PRIOR, Match, SegmentModel, fit_segment, match_events
 from acquisition.sync.heart import ArtifactChannel, align_heart
 from acquisition.sync.timebase import TimeBase, counter_positions, make_timebase
 from acquisition.takefile import find_take_file, stream_strings
@@ -36,6 +36,14 @@ log = logging.getLogger(__name__)
 OFFSET_RANGE = (-0.6, 0.05)  # true = base + offset: a device is up to 600 ms late, never much early
 WINDOW_AFTER_S = 0.7  # frames this long after a train (its latency) are searched for its flashes
 WINDOW_BEFORE_S = 0.1
+ECG_DRIFT_PRIOR = 2000e-6
+# the strap's lead and a trunk electrode see the same QRS with different shapes (and muscle noise bends the
+# artifact's peak): an error the beats' scatter does not show, taken as 0.5 ms (1 sigma)
+HEART_SHAPE_S = 0.5e-3
+MIN_MATCHES = 3  # fewer matched edges than this (or than this fraction of those fired) is not an alignment
+MIN_MATCHED_FRACTION = 0.5
+WHERE_TO_LOOK = {"camera": ": was the LED in view? (or name it: [sync.cameras.<id>] led_region)",
+                 "emg": ": is the trigger box wired to its trigger input?"}
 
 
 @dataclass
@@ -100,6 +108,9 @@ class TakeSync:
     trigger_stream: str | None
     problems: list[str] = field(default_factory=list)
     has_trigger: bool = True  # the rig has a trigger box (no box at all is a choice, not a failure)
+    # the box's clock on the recorder's: an error common to every aligned stream (their errors are relative
+    # to the box, which is what lines streams up with each other); None when it could not be estimated
+    reference_sigma_s: float | None = None
 
 
 def rig_of(f: h5py.File) -> Rig:
@@ -174,7 +185,6 @@ def align_take(take: str | Path) -> TakeSync:
             problems.append(f"no sync pulse was recorded ({trigger_sid} is empty or missing): every stream keeps "
                             "its LSL-corrected stamps")
         refs, ref_ids = _reference_edges(pulses)
-        sigma = ref_sigma or 0.0
         cameras = set(f["cameras"]) if "cameras" in f else set()
         take_dir = path.parent
         for sid in groups:
@@ -184,14 +194,15 @@ def align_take(take: str | Path) -> TakeSync:
             labels = json.loads(g.attrs.get("channel_labels", "[]"))
             stype = str(g.attrs.get("type", ""))
             if stype == "EMG" and "trigger" in labels:
-                streams[sid] = _align_emg(sid, g, labels, refs, ref_ids, sigma)
+                streams[sid] = _align_emg(sid, g, labels, refs, ref_ids)
             elif sid in cameras:
-                streams[sid] = _align_camera(sid, g, take_dir / f"{sid}.h5", settings, refs, ref_ids, pulses, sigma)
+                streams[sid] = _align_camera(sid, g, take_dir / f"{sid}.h5", settings, refs, ref_ids, pulses)
             else:
                 streams[sid] = _lsl_only(sid, g)
         _align_ecg(groups, streams, settings)
         _inherit(groups, streams, rig)
-    return TakeSync(path.parent, streams, pulses, trigger_sid, problems, has_trigger=trigger is not None)
+    return TakeSync(path.parent, streams, pulses, trigger_sid, problems, has_trigger=trigger is not None,
+                    reference_sigma_s=ref_sigma)
 
 
 def _reference_edges(pulses: list[Pulse]) -> tuple[dict[str, np.ndarray], dict[str, list[tuple[int, int]]]]:
@@ -210,15 +221,15 @@ def _lsl_only(sid: str, g: h5py.Group, why: str = "") -> StreamSync:
 
 
 def _models_by_segment(sid: str, tb: TimeBase, matches: list[Match], rows: list[int],
-                       extra_sigma: float = 0.0) -> list[SegmentModel]:
+                       drift_prior: float = DRIFT_PRIOR) -> list[SegmentModel]:
     """One model per gap-free segment with events; segments without events borrow the nearest model."""
     models: list[SegmentModel | None] = []
     segs = tb.segments or []
     if not segs:
-        return [m for m in [fit_segment(matches, float(tb.base.min()), float(tb.base.max()), extra_sigma)] if m]
+        return [m for m in [fit_segment(matches, float(tb.base.min()), float(tb.base.max()), 0.0, drift_prior)] if m]
     for seg in segs:
         mine = [m for m, r in zip(matches, rows, strict=True) if seg.start <= r < seg.stop]
-        models.append(fit_segment(mine, float(tb.base[seg.start]), float(tb.base[seg.stop - 1]), extra_sigma))
+        models.append(fit_segment(mine, float(tb.base[seg.start]), float(tb.base[seg.stop - 1]), 0.0, drift_prior))
     have = [i for i, m in enumerate(models) if m is not None]
     if not have:
         return []
@@ -246,7 +257,7 @@ def _apply(tb: TimeBase, models: list[SegmentModel]) -> np.ndarray:
 
 
 def _finish(s: StreamSync, events: list[Event], refs: dict, ref_ids: dict, tolerance: float,
-            what: str, ref_sigma: float) -> StreamSync:
+            what: str) -> StreamSync:
     s.events = len(events)
     if not events:
         s.problem = f"{s.stream_id} saw no {what}"
@@ -254,21 +265,28 @@ def _finish(s: StreamSync, events: list[Event], refs: dict, ref_ids: dict, toler
     if not len(refs.get("rise", ())):
         s.problem = "no pulses to match"
         return s
-    matches, unmatched, _center = match_events(events, refs, ref_ids, OFFSET_RANGE, tolerance)
+    matches, unmatched, center = match_events(events, refs, ref_ids, OFFSET_RANGE, tolerance)
     s.matched, s.unmatched = len(matches), len(unmatched)
-    if not matches:
+    if not matches or center is None:
         s.problem = f"none of the {len(events)} {what}s of {s.stream_id} could be matched to a fired pulse"
         return s
+    # the edges this stream should have seen: fired while it recorded, at the offset the matches agree on
+    base = s.timebase.base
+    expected = sum(int(np.sum((r - center >= base[0]) & (r - center <= base[-1]))) for r in refs.values())
+    if len(matches) < max(MIN_MATCHES, MIN_MATCHED_FRACTION * expected):
+        s.problem = (f"{s.stream_id} matched only {len(matches)} of the {expected} pulse edges fired while it "
+                     f"recorded ({len(events)} {what}s found){WHERE_TO_LOOK.get(s.kind, '')}")
+        s.matched = 0
+        return s
     s.pulses_seen = sorted({m.pulse for m in matches})
-    s.models = _models_by_segment(s.stream_id, s.timebase, matches, [m.event.where for m in matches], ref_sigma)
+    s.models = _models_by_segment(s.stream_id, s.timebase, matches, [m.event.where for m in matches])
     s.corrected = _apply(s.timebase, s.models)
     if unmatched:
         s.note = f"{len(unmatched)} of {len(events)} events matched no pulse"
     return s
 
 
-def _align_emg(sid: str, g: h5py.Group, labels: list[str], refs: dict, ref_ids: dict,
-               ref_sigma: float) -> StreamSync:
+def _align_emg(sid: str, g: h5py.Group, labels: list[str], refs: dict, ref_ids: dict) -> StreamSync:
     data = g["time_series"]
     rate = float(g.attrs.get("nominal_srate", 0.0))
     counter = counter_positions(data[:, labels.index("counter")]) if "counter" in labels else None
@@ -278,11 +296,11 @@ def _align_emg(sid: str, g: h5py.Group, labels: list[str], refs: dict, ref_ids: 
         s.problem = f"{sid} has too few samples"
         return s
     events = trigger_edges(data[:, labels.index("trigger")], tb.base, 1.0 / rate)
-    return _finish(s, events, refs, ref_ids, tolerance=0.004, what="trigger edge", ref_sigma=ref_sigma)
+    return _finish(s, events, refs, ref_ids, tolerance=0.004, what="trigger edge")
 
 
 def _align_camera(sid: str, g: h5py.Group, frame_path: Path, settings: SyncSettings, refs: dict, ref_ids: dict,
-                  pulses: list[Pulse], ref_sigma: float) -> StreamSync:
+                  pulses: list[Pulse]) -> StreamSync:
     stamps = g["time_stamps"][()]
     index = g["time_series"][:, 0].astype(np.int64)
     rate = float(g.attrs.get("nominal_srate", 0.0))
@@ -339,8 +357,7 @@ def _align_camera(sid: str, g: h5py.Group, frame_path: Path, settings: SyncSetti
         events = flash_edges(fraction, tb.base[rows], index[rows], exposure, noise)
         for ev in events:
             ev.where = int(rows[ev.where])
-        trial = _finish(trial, events, refs, ref_ids, tolerance=max(1.0 / rate, 0.005), what="flash",
-                        ref_sigma=ref_sigma)
+        trial = _finish(trial, events, refs, ref_ids, tolerance=max(1.0 / rate, 0.005), what="flash")
         trial.detail = {"led_box": list(ledmod.scale_box(spot, reduce)), "exposure_s": exposure,
                         "gamma": cam.gamma, "levels": [l0, l1], "noise": noise}
         if trial.matched and (best is None or trial.matched > best[0]):
@@ -382,9 +399,11 @@ def _align_ecg(groups: h5py.Group, streams: dict[str, StreamSync], settings: Syn
             continue
         emg_error = max((streams[hm.channel.split(":")[0]].error_s or 0.0), 0.0)
         s.matched, s.unmatched = len(hm.matches), len(beats) - len(hm.matches)
-        s.models = _models_by_segment(sid, tb, hm.matches, [m.event.where for m in hm.matches])
+        # a strap's ECG clock is fitted by its driver against a nominal rate it may miss by 0.4 % (the H10's):
+        # the beats may correct a larger drift than a device counter's
+        s.models = _models_by_segment(sid, tb, hm.matches, [m.event.where for m in hm.matches], ECG_DRIFT_PRIOR)
         for m in s.models:
-            m.error_s = float(np.hypot(m.error_s, emg_error))
+            m.error_s = float(np.sqrt(m.error_s ** 2 + emg_error ** 2 + HEART_SHAPE_S ** 2))
         s.corrected = _apply(tb, s.models)
         s.note = f"R peaks against {hm.channel} (artifact {hm.score:.0f}x its noise)"
         s.detail = {"channel": hm.channel, "score": hm.score}

@@ -21,6 +21,7 @@ from acquisition.sync.events import Event
 
 MIN_DRIFT_SPAN_S = 3.0  # events spanning less than this: offset only (drift stays the driver's)
 DRIFT_PRIOR = 100e-6  # the residual drift after the drivers' own clock fits is small
+MIN_DRIFT_EVENTS_PER_HALF = 2  # a drift needs precise events at both ends of the take, two at least at each
 
 
 @dataclass
@@ -95,7 +96,8 @@ def _nearest_gap(r: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.where(np.abs(left) < np.abs(right), left, right)
 
 
-def fit_segment(matches: list[Match], start: float, stop: float, extra_sigma: float = 0.0) -> SegmentModel | None:
+def fit_segment(matches: list[Match], start: float, stop: float, extra_sigma: float = 0.0,
+                drift_prior: float = DRIFT_PRIOR) -> SegmentModel | None:
     """The model for one segment from its matched events (None when there are none)."""
     if not matches:
         return None
@@ -110,7 +112,7 @@ def fit_segment(matches: list[Match], start: float, stop: float, extra_sigma: fl
         keep = precise.copy()
         offset, drift, cov = 0.0, 0.0, np.zeros((2, 2))
         for _ in range(4):
-            offset, drift, cov = _wls(b[keep], r[keep], s[keep], ref)
+            offset, drift, cov = _wls(b[keep], r[keep], s[keep], ref, drift_prior)
             res = r - b - offset - drift * (b - ref)
             med = np.median(res[keep])
             mad = 1.4826 * np.median(np.abs(res[keep] - med))
@@ -120,12 +122,13 @@ def fit_segment(matches: list[Match], start: float, stop: float, extra_sigma: fl
             keep = new
         res = r - b - offset - drift * (b - ref)
         rms = float(np.sqrt(np.mean(res[keep] ** 2)))
-        # the residuals' own scatter scales the covariance (reduced chi-square); with few events it may only
-        # make the claimed uncertainties larger, never smaller
+        # the residuals' own scatter scales the covariance (reduced chi-square) when it exceeds what the
+        # events claim; it never makes the claimed uncertainties smaller (perfect simulated edges would
+        # otherwise claim zero error)
         n_par = 2 if drift != 0.0 else 1
         dof = int(keep.sum()) - n_par
         chi2 = float(np.sum((res[keep] / s[keep]) ** 2)) / max(dof, 1)
-        scale2 = chi2 if dof >= 3 else max(1.0, chi2)
+        scale2 = max(1.0, chi2)
         half = max(stop - ref, ref - start, 0.0)
         err = float(np.sqrt(scale2 * (cov[0, 0] + cov[1, 1] * half ** 2) + extra_sigma ** 2))
         return SegmentModel(start, stop, offset, drift, ref, int(keep.sum()), int(len(matches) - keep.sum()), rms, err,
@@ -142,16 +145,19 @@ def fit_segment(matches: list[Match], start: float, stop: float, extra_sigma: fl
                         "intervals", res, b)
 
 
-def _wls(b: np.ndarray, r: np.ndarray, s: np.ndarray, ref: float) -> tuple[float, float, np.ndarray]:
+def _wls(b: np.ndarray, r: np.ndarray, s: np.ndarray, ref: float,
+         drift_prior: float = DRIFT_PRIOR) -> tuple[float, float, np.ndarray]:
     """offset, drift and their covariance; drift only when the events span MIN_DRIFT_SPAN_S."""
     w = 1.0 / np.maximum(s, 1e-7) ** 2
     y = r - b
     x = b - ref
-    if np.ptp(b) < MIN_DRIFT_SPAN_S or len(b) < 3:
+    mid = (b.min() + b.max()) / 2
+    each_half = min(int(np.sum(b < mid)), int(np.sum(b >= mid)))
+    if np.ptp(b) < MIN_DRIFT_SPAN_S or each_half < MIN_DRIFT_EVENTS_PER_HALF:
         offset = float(np.sum(w * y) / np.sum(w))
         return offset, 0.0, np.array([[1.0 / np.sum(w), 0.0], [0.0, 0.0]])
     a = np.stack([np.ones_like(x), x], axis=1)
-    ata = a.T @ (a * w[:, None]) + np.diag([0.0, 1.0 / DRIFT_PRIOR ** 2])
+    ata = a.T @ (a * w[:, None]) + np.diag([0.0, 1.0 / drift_prior ** 2])
     atb = a.T @ (w * y)
     sol = np.linalg.solve(ata, atb)
     return float(sol[0]), float(sol[1]), np.linalg.inv(ata)

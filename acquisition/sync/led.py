@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-CANDIDATES = 5
+CANDIDATES = 8
 CORE = 0.85  # pixels changing at least this fraction of the spot's largest change
-MAX_HALF = 20  # a spot is looked for within this many pixels of its brightest change
+MAX_CORE_PIXELS = 400
 
 
 @dataclass
@@ -57,19 +57,21 @@ def find_spots(frames: Iterable[np.ndarray]) -> list[LedSpot]:
         peak = float(change[y, x])
         if peak < 20:  # less than 20 levels of change: nothing flashed here
             break
-        y0, y1 = max(0, y - MAX_HALF), min(shape[0], y + MAX_HALF + 1)
-        x0, x1 = max(0, x - MAX_HALF), min(shape[1], x + MAX_HALF + 1)
-        window = (change[y0:y1, x0:x1] >= 0.5 * peak).astype(np.uint8)
-        _n, labels = cv2.connectedComponents(window)
-        blob = labels == labels[y - y0, x - x0]
+        # the whole region around this peak that changed at least half as much: a moving subject is one
+        # candidate, however large, and is then set aside entirely
+        _n, labels = cv2.connectedComponents((change >= 0.5 * peak).astype(np.uint8))
+        blob = labels == labels[y, x]
+        bys, bxs = np.nonzero(blob)
         # measure on the spot's core: its rim mixes the LED with the background (blur, JPEG, the edge of the
         # disc), and a mixture of levels is not a mixture of light
-        core = blob & (change[y0:y1, x0:x1] >= CORE * peak)
+        core = blob & (change >= CORE * peak)
         ys, xs = np.nonzero(core)
-        bys, bxs = np.nonzero(blob)
-        box = (int(bxs.min() + x0), int(bys.min() + y0), int(np.ptp(bxs)) + 1, int(np.ptp(bys)) + 1)
-        spots.append(LedSpot(ys + y0, xs + x0, box, peak))
-        change[y0:y1, x0:x1] = 0  # the next candidate lies elsewhere
+        if len(ys) > MAX_CORE_PIXELS:
+            keep = np.argsort(-change[ys, xs])[:MAX_CORE_PIXELS]
+            ys, xs = ys[keep], xs[keep]
+        box = (int(bxs.min()), int(bys.min()), int(np.ptp(bxs)) + 1, int(np.ptp(bys)) + 1)
+        spots.append(LedSpot(ys, xs, box, peak))
+        change[cv2.dilate(blob.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0] = 0
     return spots
 
 

@@ -97,6 +97,9 @@ def format_table(ts: TakeSync, v: Verdict) -> str:
         trains = sorted({(p.train, p.label) for p in ts.pulses})
         lines.append(f"pulses: {len(ts.pulses)} in {len(trains)} trains ("
                      + ", ".join(label for _, label in trains) + f") on {ts.trigger_stream}")
+        if ts.reference_sigma_s is not None:
+            lines.append(f"the box's clock on this host's: within {_ms(1.96 * ts.reference_sigma_s)} (95 %), common to "
+                         "every stream; the errors below are relative to the box")
     for p in ts.problems:
         lines.append(f"problem: {p}")
     lines.append("")
@@ -119,26 +122,29 @@ def format_table(ts: TakeSync, v: Verdict) -> str:
 
 
 def plot(ts: TakeSync, out: Path) -> None:
-    """Event residuals (detected minus fired, after the fit) per aligned stream, in microseconds."""
+    """Event residuals (fired minus corrected detection) per aligned stream, each row on its own scale."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    aligned = [s for s in ts.streams.values() if s.aligned and s.kind in ("emg", "camera", "ecg")]
-    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.45 * max(1, len(aligned))), dpi=100)
+    aligned = sorted((s for s in ts.streams.values() if s.aligned and s.kind in ("emg", "camera", "ecg")),
+                     key=lambda s: s.stream_id, reverse=True)
+    height = 0.9 + 0.42 * max(1, len(aligned))
+    fig, ax = plt.subplots(figsize=(10, height), dpi=100)
     t0 = min((p.rise for p in ts.pulses), default=0.0)
-    for i, s in enumerate(sorted(aligned, key=lambda s: s.stream_id)):
+    for i, s in enumerate(aligned):
         times, res = s.residuals()
-        ax.scatter((times - t0), np.full(len(times), i) + np.clip(res * 1e3 / 2.0, -0.45, 0.45), s=10)
-        e = error95(s)
-        ax.text(1.005, i, f"{s.stream_id}: err95 {_ms(e or 0)}", transform=ax.get_yaxis_transform(), va="center",
-                fontsize=8)
-    ax.set_yticks(range(len(aligned)), [s.stream_id for s in sorted(aligned, key=lambda s: s.stream_id)])
-    ax.set_xlabel("seconds from the first pulse")
-    ax.set_title("sync residuals per stream (each row: +-0.9 ms full height, clipped)", fontsize=10)
+        scale = max(float(np.max(np.abs(res))) if len(res) else 0.0, 1e-5)
+        ax.axhline(i, color="0.85", lw=0.8, zorder=0)
+        ax.scatter(times - t0, i + 0.4 * res / scale, s=12, zorder=2)
+        ax.text(1.01, i, f"row +-{_ms(scale)}   err95 {_ms(error95(s) or 0)}", transform=ax.get_yaxis_transform(),
+                va="center", fontsize=8)
+    ax.set_yticks(range(len(aligned)), [s.stream_id for s in aligned])
     ax.set_ylim(-0.6, len(aligned) - 0.4)
-    fig.subplots_adjust(left=0.12, right=0.78, top=0.85, bottom=0.6 / (1.2 + 0.45 * max(1, len(aligned))) + 0.1)
+    ax.set_xlabel("seconds from the first pulse")
+    ax.set_title(f"{ts.take.name}: residual of every matched sync event, per stream", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.8, 1))
     fig.savefig(out)
     plt.close(fig)
 
@@ -157,6 +163,7 @@ def write_sync(ts: TakeSync, plot_png: bool = True) -> Verdict:
         root.attrs["verdict"] = v.level
         root.attrs["verdict_text"] = v.text
         root.attrs["pulses"] = len(ts.pulses)
+        root.attrs["reference_error95_s"] = np.nan if ts.reference_sigma_s is None else 1.96 * ts.reference_sigma_s
         for sid, s in ts.streams.items():
             g = root.create_group(sid)
             g.create_dataset("time_stamps", data=s.corrected.astype(np.float64))

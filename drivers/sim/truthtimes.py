@@ -4,6 +4,7 @@ errors are measured against (tests and benchmarks/sync_accuracy.py)."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import cv2
 import numpy as np
 
 from drivers.camera.framestore import FrameFile
-from drivers.sim.scene import decode_barcode
+from drivers.sim.scene import BARCODE_BITS, decode_barcode
 
 SHIMMER_TICKS = 1 << 24
 
@@ -31,14 +32,28 @@ def emg_true_times(dev: dict[str, Any], raw_counter: np.ndarray, stamps: np.ndar
     return dev["t0"] + k / dev["true_rate"]
 
 
-def frame_true_times(dev: dict[str, Any], frame_file: Path, frame_index: np.ndarray) -> np.ndarray:
-    """Frame k of a simulated camera is exposed from t0 + k / true_rate; the device's own frame number is
-    burnt into the image, so the stored index is tied to it through one decoded frame."""
+def frame_numbers(frame_file: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(stored index, the device's own frame number burnt into the frame) of every stored frame. Every
+    frame is read: an index a driver reconstructed from arrival times (a phone sends no counter) can be off."""
     with FrameFile(frame_file) as ff:
-        img = cv2.imdecode(np.frombuffer(ff.frame(0), np.uint8), cv2.IMREAD_COLOR)
-        shift = decode_barcode(img) - int(ff.frame_index[0])
-    k = np.asarray(frame_index, dtype=np.float64) + shift
-    return dev["t0"] + k / dev["true_rate"]
+        index = np.asarray(ff.frame_index, dtype=np.int64)
+        jpegs = [ff.frame(i) for i in range(len(ff))]
+
+    def number(jpeg: bytes) -> int:
+        return decode_barcode(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_GRAYSCALE))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # OpenCV decodes without the GIL
+        numbers = np.array(list(pool.map(number, jpegs)), dtype=np.int64)
+    wraps = np.concatenate(([0], np.cumsum(np.diff(numbers) < -(1 << (BARCODE_BITS - 1)))))
+    return index, numbers + wraps * (1 << BARCODE_BITS)
+
+
+def frame_true_times(dev: dict[str, Any], frame_file: Path, frame_index: np.ndarray) -> np.ndarray:
+    """Frame k of a simulated camera is exposed from t0 + k / true_rate, k being the number burnt into it
+    (rows of `frame_index` are matched to the frame file's by their index)."""
+    index, numbers = frame_numbers(frame_file)
+    rows = np.searchsorted(index, np.asarray(frame_index, dtype=np.int64))
+    return dev["t0"] + numbers[np.clip(rows, 0, len(numbers) - 1)] / dev["true_rate"]
 
 
 def ecg_true_times(dev: dict[str, Any], values: np.ndarray, stamps: np.ndarray, sim: Any) -> np.ndarray | None:

@@ -163,7 +163,7 @@ class TriggerDriver(Driver):
                     self._next_ping = self._ping_sent + self.settings.clock_query_s
             elif self._ping_sent is not None and now - self._ping_sent > 1.0:
                 self._ping_sent = None  # a lost reply: ask again
-        if self._periodic_s is not None and now >= self._next_periodic:
+        if self._periodic_s is not None and now >= self._next_periodic and self._running() is None:
             self._next_periodic = now + self._periodic_s
             try:
                 self.fire("periodic")
@@ -247,6 +247,9 @@ class TriggerDriver(Driver):
         """Start a coded train now; returns at once (the pulses arrive on the stream as they happen)."""
         if label not in LABELS:
             raise ValueError(f"unknown train label {label!r}; use one of {', '.join(LABELS)}")
+        running = self._running()
+        if running is not None:  # one train at a time: the end train waits for a periodic one to finish
+            running.done.wait(train_length_s(running.seq) + 1.0)
         with self._lock:
             transport = self.transport
             if transport is None:
@@ -265,6 +268,10 @@ class TriggerDriver(Driver):
                                  daemon=True).start()
         return {"train": seq, "label": label, "durations_us": train.durations, "fired_lsl": fired_at,
                 "length_s": train_length_s(seq)}
+
+    def _running(self) -> Train | None:
+        with self._lock:
+            return next((t for t in reversed(self.trains.values()) if not t.done.is_set()), None)
 
     def wait_train(self, train: int, timeout: float = 5.0) -> dict[str, Any]:
         """Block until train `train` is over; its pulses, as published."""
