@@ -201,8 +201,6 @@ def parse_rig(data: dict[str, Any], source: str = "<rig>") -> Rig:
             raise RigError(describe_validation_error(source, err, f"{where}.settings")) from None
         except ValueError as exc:
             raise RigError(f"{source}: {where}.settings: {exc}") from None
-        if dev.kind.startswith("sim-") and rig.sim is None:
-            raise RigError(f"{source}: {where}: simulated devices need a [sim] table")
     kinds = {d.id: d for d in rig.devices}
     for key, dev_id, why in (("sync.trigger", rig.sync.trigger, "the trigger box the sync controller fires"),
                              ("sim.trigger", rig.sim.trigger if rig.sim else "", "the emulated box that drives the "

@@ -74,10 +74,21 @@ def test_duplicate_ids_and_bad_toml(tmp_path):
         load_rig(tmp_path / "nope.toml")
 
 
-def test_sim_devices_need_the_sim_table(tmp_path):
-    text = SIM_TEXT[: SIM_TEXT.index("[sim]")] + SIM_TEXT[SIM_TEXT.index("[[devices]]"):]
-    with pytest.raises(RigError, match=r"devices\[0\] \(id 'trigger'\): simulated devices need a \[sim\] table"):
-        load_rig(write(tmp_path, text))
+def test_sync_settings_must_name_real_devices(tmp_path):
+    path = write(tmp_path, SIM_TEXT.replace('[sync]\ntrigger = "trigger"', '[sync]\ntrigger = "emg1"'))
+    with pytest.raises(RigError, match=rf"^{path}: sync.trigger: 'emg1' is not a device of kind 'trigger' \(the "
+                                       r"trigger box the sync controller fires\)$"):
+        load_rig(path)
+    path = write(tmp_path, SIM_TEXT.replace("[sync.cameras.phone]", "[sync.cameras.cam9]"))
+    with pytest.raises(RigError, match=rf"^{path}: sync.cameras: no device 'cam9' in the rig$"):
+        load_rig(path)
+    emulated = 'kind = "trigger"\nid = "trigger"\nconnection = "emulator"'
+    path = write(tmp_path, SIM_TEXT.replace(emulated, 'kind = "trigger"\nid = "trigger"\nconnection = "/dev/ttyACM0"'))
+    with pytest.raises(RigError, match=rf"^{path}: sim.trigger: 'trigger' must have connection = 'emulator'$"):
+        load_rig(path)
+    path = write(tmp_path, SIM_TEXT.replace("every_s = 5.0", "every_s = -1"))
+    with pytest.raises(RigError, match=r"sync.every_s: Input should be greater than 0 \(got -1\)"):
+        load_rig(path)
 
 
 def test_wrong_label_count_and_impossible_rate(tmp_path):

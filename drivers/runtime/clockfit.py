@@ -131,14 +131,20 @@ class ClockFit:
         return (self.nominal_period / self.slope - 1.0) * 1e6
 
 
+MAX_SLEW_S = 5e-4  # a refit that moves the line later moves a stream's stamps by at most this per block
+
+
 class MonotonicStamps:
-    """Keeps one stream's stamps rising: a refit may move the line by a few microseconds, and a block
-    must not start before half a sample period after the previous block's last stamp."""
+    """Keeps one stream's stamps rising and continuous: a refit may move the line, but a block must not
+    start before half a sample period after the previous block's last stamp, nor more than MAX_SLEW_S
+    later than the previous block's line continued (a lost sample still shows: the counter says so).
+    A refit's jump is spread over several blocks, as NTP slews a clock, instead of a step in the data."""
 
     def __init__(self) -> None:
         self.last_counter: float | None = None
         self.last_time = -np.inf
         self.clamped = 0
+        self.slewed = 0
 
     def clamp(self, counters: np.ndarray, times: np.ndarray, slope: float) -> np.ndarray:
         if len(times) == 0:
@@ -146,9 +152,13 @@ class MonotonicStamps:
         c = np.asarray(counters, dtype=np.float64)
         if self.last_counter is not None:
             floor = self.last_time + 0.5 * slope * max(c[0] - self.last_counter, 1.0)
+            ceiling = self.last_time + slope * (c[0] - self.last_counter) + MAX_SLEW_S
             if times[0] < floor:
                 times = times + (floor - times[0])
                 self.clamped += 1
+            elif times[0] > ceiling:
+                times = times - (times[0] - ceiling)
+                self.slewed += 1
         self.last_counter = float(c[-1])
         self.last_time = float(times[-1])
         return times
