@@ -70,6 +70,7 @@ class StreamSync:
     unmatched: int = 0
     pulses_seen: list[tuple[int, int]] = field(default_factory=list)
     problem: str = ""  # why it could not be aligned (empty: aligned)
+    kind_tried: str = ""  # what it would have been aligned as (emg, camera, ecg), when it could not be
     note: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
 
@@ -201,6 +202,11 @@ def align_take(take: str | Path) -> TakeSync:
                 streams[sid] = _lsl_only(sid, g)
         _align_ecg(groups, streams, settings)
         _inherit(groups, streams, rig)
+    for s in streams.values():
+        if s.problem and not s.aligned:  # nothing is discarded: the stream keeps its LSL-corrected stamps
+            s.corrected = s.timebase.lsl_stamps
+            s.note = f"tried: {s.method}"
+            s.kind_tried, s.method = s.kind, "lsl"
     return TakeSync(path.parent, streams, pulses, trigger_sid, problems, has_trigger=trigger is not None,
                     reference_sigma_s=ref_sigma)
 
@@ -263,7 +269,7 @@ def _finish(s: StreamSync, events: list[Event], refs: dict, ref_ids: dict, toler
         s.problem = f"{s.stream_id} saw no {what}"
         return s
     if not len(refs.get("rise", ())):
-        s.problem = "no pulses to match"
+        s.problem = "no sync pulses in this take"
         return s
     matches, unmatched, center = match_events(events, refs, ref_ids, OFFSET_RANGE, tolerance)
     s.matched, s.unmatched = len(matches), len(unmatched)
@@ -315,7 +321,7 @@ def _align_camera(sid: str, g: h5py.Group, frame_path: Path, settings: SyncSetti
         return s
     exposure = cam.exposure_s or cam.shutter_angle_deg / 360.0 / rate
     if not pulses:
-        s.problem = "no pulses to look for"
+        s.problem = "no sync pulses in this take"
         return s
     trains: dict[int, list[Pulse]] = {}
     for p in pulses:
@@ -347,11 +353,13 @@ def _align_camera(sid: str, g: h5py.Group, frame_path: Path, settings: SyncSetti
             return s
         light = ledmod.light_levels(frames(), spots, cam.gamma)
     best: tuple[int, StreamSync] | None = None
+    flashed = False
     for i, spot in enumerate(spots):
         trial = StreamSync(sid, "camera", "led flashes", tb.base.copy(), tb)
         levels = two_levels(light[:, i])
         if levels is None:
             continue
+        flashed = True
         l0, l1, noise = levels
         fraction = (light[:, i] - l0) / (l1 - l0)
         events = flash_edges(fraction, tb.base[rows], index[rows], exposure, noise)
@@ -363,7 +371,9 @@ def _align_camera(sid: str, g: h5py.Group, frame_path: Path, settings: SyncSetti
         if trial.matched and (best is None or trial.matched > best[0]):
             best = (trial.matched, trial)
     if best is None:
-        s.problem = f"{sid} saw no flash that matches the fired pulses"
+        where = f"in its led_region {cam.led_region}" if cam.led_region else "in its view"
+        s.problem = (f"{sid} saw no flash that matches the fired pulses" if flashed else
+                     f"{sid} saw no flash (the LED did not change {where}: dark, covered or out of view?)")
         return s
     return best[1]
 
@@ -428,11 +438,27 @@ def _inherit(groups: h5py.Group, streams: dict[str, StreamSync], rig: Rig) -> No
             s.note = "no sync events for this device: LSL clock offset only"
             continue
         s.kind, s.method = "inherited", f"inherited from {src.stream_id}"
-        s.models = [SegmentModel(float(s.timebase.base.min()) if len(s.timebase.base) else 0.0,
-                                 float(s.timebase.base.max()) if len(s.timebase.base) else 0.0,
-                                 float(np.mean([m.offset for m in src.models])), 0.0, 0.0, 0, 0,
-                                 src.residual_s or 0.0, src.error_s or 0.0, "inherited")]
-        s.corrected = s.timebase.base + s.models[0].offset
+        rate = float(g.attrs.get("nominal_srate", 0.0))
+        if rate > 0:  # a regular stream of the same device: dejittered like its source
+            s.timebase = make_timebase(g["time_stamps"][()], g["clock_offsets"][()], rate)
+        s.models = [SegmentModel(m.start, m.stop, m.offset, m.drift, m.ref, 0, 0, m.residual_rms_s, m.error_s,
+                                 "inherited") for m in src.models]
+        s.corrected = apply_by_time(s.models, s.timebase.base)
+
+
+def apply_by_time(models: list[SegmentModel], base: np.ndarray) -> np.ndarray:
+    """Each time through the model of the segment it falls in (the nearest one outside them all)."""
+    if not models or len(base) == 0:
+        return base.copy()
+    starts = np.array([m.start for m in models])
+    stops = np.array([m.stop for m in models])
+    gap = np.maximum(starts[None, :] - base[:, None], 0) + np.maximum(base[:, None] - stops[None, :], 0)
+    which = np.argmin(gap, axis=1)
+    out = np.empty_like(base)
+    for i, m in enumerate(models):
+        sel = which == i
+        out[sel] = m.apply(base[sel])
+    return out
 
 
 def _device_of(g: h5py.Group) -> str:

@@ -49,9 +49,9 @@ def verdict(ts: TakeSync, roles: dict[str, str]) -> Verdict:
     reds: list[str] = []
     ambers = list(ts.problems)
     for s in ts.streams.values():
-        if s.kind in ("emg", "camera") and s.problem:
+        if s.kind_tried in ("emg", "camera") and s.problem:
             reds.append(s.problem)
-        elif s.kind == "ecg" and s.problem:
+        elif s.kind_tried == "ecg" and s.problem:
             ambers.append(s.problem)
         elif s.aligned:
             e, tol = error95(s), tolerance_for(s, roles)

@@ -32,6 +32,7 @@ class TimeBase:
     segments: list[Segment]
     lsl_offset_s: float  # the mean LSL clock offset applied (for the report)
     regular: bool
+    lsl_stamps: np.ndarray  # the recorded stamps with only the LSL clock offset: what an unaligned stream keeps
 
 
 def lsl_offset_at(clock_offsets: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -98,7 +99,7 @@ def make_timebase(stamps: np.ndarray, clock_offsets: np.ndarray, nominal_rate: f
     offset = lsl_offset_at(clock_offsets, stamps)
     mean_offset = float(np.mean(offset)) if len(offset) else 0.0
     if nominal_rate <= 0 or len(stamps) < 2:
-        return TimeBase(stamps + offset, [], mean_offset, regular=False)
+        return TimeBase(stamps + offset, [], mean_offset, False, stamps + offset)
     period = 1.0 / nominal_rate
     x = np.arange(len(stamps), dtype=np.float64) if counter is None else np.asarray(counter, dtype=np.float64)
     base = np.empty_like(stamps)
@@ -107,7 +108,7 @@ def make_timebase(stamps: np.ndarray, clock_offsets: np.ndarray, nominal_rate: f
         icpt, slope, x0, rms = fit_line(x[a:b], stamps[a:b], period)
         base[a:b] = icpt + slope * (x[a:b] - x0)
         segments.append(Segment(a, b, icpt, slope, x0, rms))
-    return TimeBase(base + offset, segments, mean_offset, regular=True)
+    return TimeBase(base + offset, segments, mean_offset, True, stamps + offset)
 
 
 def counter_positions(raw: np.ndarray) -> np.ndarray | None:
