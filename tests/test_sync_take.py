@@ -52,7 +52,8 @@ def test_every_stream_is_on_true_time(sim_take):
             latency = truth["devices"]["chest" if sid == "chest_ecg" else sid]["latency_s"]
             assert abs(np.median(raw - t) - latency) < 0.01, sid
             g = f["sync"][sid]
-            assert abs(g.attrs["latency_s"] - np.median(raw - t)) < target, sid
+            # the latency it removed, measured against the box (whose own clock is known to reference_error95_s)
+            assert abs(g.attrs["latency_s"] - np.median(raw - t)) < target + f["sync"].attrs["reference_error95_s"], sid
             assert g.attrs["error95_s"] < target, sid  # its own estimate is within the target too
             assert g.attrs["n_events"] >= (8 if sid == "chest_ecg" else 20), sid
 

@@ -30,6 +30,8 @@ from drivers.sim.lab import SimLabSettings
 
 log = logging.getLogger(__name__)
 
+SLEW_S = 5e-4  # a refit of the sensor clock moves ECG and ACC stamps by at most this per frame (no steps)
+
 RR_BREAK_S = 1.5  # notifications further apart than their RR intervals explain: some were lost
 COMMAND_TIMEOUT_S = 5.0
 
@@ -99,7 +101,7 @@ class ChestDriver(Driver):
 
     def _reset_timing(self) -> None:
         self.sensor_fit = ClockFit(1e-9)  # sensor ns -> host seconds, shared by ECG and ACC
-        self.monotonic = {pmd.ECG: MonotonicStamps(), pmd.ACC: MonotonicStamps()}
+        self.monotonic = {pmd.ECG: MonotonicStamps(SLEW_S), pmd.ACC: MonotonicStamps(SLEW_S)}
         self.clocks = {pmd.ECG: pmd.SampleClock(130.0), pmd.ACC: pmd.SampleClock(float(self.settings.acc_rate or 1))}
         self.rr_fit = ClockFit(1 / 1024.0)  # cumulative RR (the strap's beat timer) -> host seconds
         self.rr_total = 0
@@ -293,7 +295,7 @@ class ChestDriver(Driver):
         if clock.resets != resets:
             self.notes.append(clock.notes[-1])
             self.sensor_fit.reset()
-            self.monotonic = {pmd.ECG: MonotonicStamps(), pmd.ACC: MonotonicStamps()}
+            self.monotonic = {pmd.ECG: MonotonicStamps(SLEW_S), pmd.ACC: MonotonicStamps(SLEW_S)}
             for other in self.clocks.values():
                 other.last_ns = None
         self.sensor_fit.add(int(sensor_ns[-1]), arrival)

@@ -131,16 +131,15 @@ class ClockFit:
         return (self.nominal_period / self.slope - 1.0) * 1e6
 
 
-MAX_SLEW_S = 5e-4  # a refit that moves the line later moves a stream's stamps by at most this per block
-
-
 class MonotonicStamps:
-    """Keeps one stream's stamps rising and continuous: a refit may move the line, but a block must not
-    start before half a sample period after the previous block's last stamp, nor more than MAX_SLEW_S
-    later than the previous block's line continued (a lost sample still shows: the counter says so).
-    A refit's jump is spread over several blocks, as NTP slews a clock, instead of a step in the data."""
+    """Keeps one stream's stamps rising: a refit may move the line, but a block must not start before
+    half a sample period after the previous block's last stamp. With max_slew_s, a block also starts at
+    most that much later than the previous block's line continued (a lost sample still shows: the
+    counter says so): a refit's jump is spread over several blocks, as NTP slews a clock, instead of a
+    step in the data (for streams whose blocks are long, like a chest strap's)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_slew_s: float | None = None) -> None:
+        self.max_slew_s = max_slew_s
         self.last_counter: float | None = None
         self.last_time = -np.inf
         self.clamped = 0
@@ -152,7 +151,7 @@ class MonotonicStamps:
         c = np.asarray(counters, dtype=np.float64)
         if self.last_counter is not None:
             floor = self.last_time + 0.5 * slope * max(c[0] - self.last_counter, 1.0)
-            ceiling = self.last_time + slope * (c[0] - self.last_counter) + MAX_SLEW_S
+            ceiling = self.last_time + slope * (c[0] - self.last_counter) + (self.max_slew_s or np.inf)
             if times[0] < floor:
                 times = times + (floor - times[0])
                 self.clamped += 1
