@@ -132,7 +132,10 @@ class _Stream:
         # values are written before their stamps: a crashed writer may leave rows without one
         self.n = int(min(self.stamps.shape[0], values.shape[0]))
         offsets = group["clock_offsets"][()] if "clock_offsets" in group else np.zeros((0, 2))
-        self.offsets = np.asarray(offsets, dtype=np.float64).reshape(-1, 2)
+        offsets = np.asarray(offsets, dtype=np.float64).reshape(-1, 2)
+        # the take stores when the recorder measured each offset (its clock); XDF, as LabRecorder writes it,
+        # wants that moment on the stream's clock (time - offset): readers fit offsets against stream stamps
+        self.offsets = np.stack([offsets[:, 0] - offsets[:, 1], offsets[:, 1]], axis=1)
         # sample times are on the source's clock; this puts them near the recorder's for interleaving
         self.window_offset = float(group.attrs.get("window_offset", 0.0))
         self.first = float(self.stamps[0]) if self.n else 0.0
@@ -194,8 +197,8 @@ class _Stream:
 
     def offset_chunks(self) -> Iterator[tuple[float, bytes]]:
         """(collection time, ClockOffset chunk) per stored measurement: (time, offset) as two f64."""
-        for t, v in self.offsets:
-            yield float(t), _chunk(TAG_CLOCK_OFFSET, struct.pack("<dd", t, v), self.xdf_id)
+        for t, v in self.offsets:  # ordered by the recorder's clock, like the samples
+            yield float(t + v), _chunk(TAG_CLOCK_OFFSET, struct.pack("<dd", t, v), self.xdf_id)
 
 
 # -- the file -----------------------------------------------------------------------------------------

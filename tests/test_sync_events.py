@@ -167,8 +167,14 @@ def test_counter_positions_unwrap_and_count_lost_packets():
 
 
 def test_lsl_offsets_follow_a_line():
-    co = np.array([[0.0, 0.010], [5.0, 0.0101], [10.0, 0.0102], [15.0, 0.5]])  # a wild probe is ignored
-    np.testing.assert_allclose(lsl_offset_at(co, np.array([2.5, 12.5])), [0.01005, 0.01025], atol=1e-7)
+    # measured at these recorder times; a wild probe is ignored
+    co = np.array([[0.0, 0.010], [5.0, 0.0101], [10.0, 0.0102], [15.0, 0.5]])
+    # stream stamps t are on the stream's clock: t + offset on the recorder's, where the line is evaluated
+    t = np.array([2.5, 12.5])
+    np.testing.assert_allclose(lsl_offset_at(co, t), 0.010 + 0.00002 * (t + 0.01015), rtol=0, atol=1e-12)
+    # a host booted 3 days after the recorder's: the line is evaluated where the stream's samples were
+    far = np.array([[1000.0, 259200.0], [1005.0, 259200.0001], [1010.0, 259200.0002]])
+    np.testing.assert_allclose(lsl_offset_at(far, np.array([-258195.0])), [259200.0001], rtol=0, atol=1e-7)
     assert lsl_offset_at(np.zeros((0, 2)), np.array([1.0]))[0] == 0.0
 
 

@@ -127,14 +127,16 @@ def test_export_reads_back_exactly_with_pyxdf(take, tmp_path):
         assert s["info"]["desc"][0]["acquisition"][0]["manufacturer"] == ["flexcap tests"]
         assert_values_exact(s, meta, values)
         np.testing.assert_array_equal(s["time_stamps"], stamps)  # raw, exactly as stored
-        assert s["clock_times"] == [t for t, _ in take["clock"][sid]]
+        # the take stores the recorder's time of each measurement; XDF the stream's (time - offset)
+        assert s["clock_times"] == [t - v for t, v in take["clock"][sid]]
         assert s["clock_values"] == [v for _, v in take["clock"][sid]]
         footer = s["footer"]["info"]
         assert footer["sample_count"] == [str(len(stamps))]
         assert float(footer["first_timestamp"][0]) == stamps[0]
         assert float(footer["last_timestamp"][0]) == stamps[-1]
         offsets = footer["clock_offsets"][0]["offset"]
-        assert [(float(o["time"][0]), float(o["value"][0])) for o in offsets] == take["clock"][sid]
+        assert [(float(o["time"][0]), float(o["value"][0])) for o in offsets] == \
+            [(t - v, v) for t, v in take["clock"][sid]]
 
 
 def test_export_with_pyxdf_defaults_applies_clock_offsets(take, tmp_path):
@@ -146,7 +148,7 @@ def test_export_with_pyxdf_defaults_applies_clock_offsets(take, tmp_path):
         s = got[meta.name]
         assert_values_exact(s, meta, values)
         # pyxdf fits offset(t) through the ClockOffset chunks and adds it; regular streams are also dejittered
-        times, offs = zip(*take["clock"][sid], strict=True)
+        times, offs = zip(*[(t - v, v) for t, v in take["clock"][sid]], strict=True)
         expected = stamps + np.interp(stamps, times, offs)
         tolerance = 1e-7 if meta.nominal_srate == 0 else 2e-4
         np.testing.assert_allclose(s["time_stamps"], expected, rtol=0, atol=tolerance)

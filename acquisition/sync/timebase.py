@@ -36,16 +36,18 @@ class TimeBase:
 
 
 def lsl_offset_at(clock_offsets: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """The stream host's clock offset at stamps t: a line through the measured offsets (as pyxdf fits
-    them), a constant when there are few, zero when none were measured."""
+    """The stream host's clock offset at its stamps t: a line through the measured offsets (as pyxdf fits
+    them), a constant when there are few, zero when none were measured. The take stores when the recorder
+    measured each offset on its own clock, so the line is evaluated at t moved onto that clock."""
     t = np.asarray(t, dtype=np.float64)
     co = np.asarray(clock_offsets, dtype=np.float64).reshape(-1, 2)
     co = co[np.isfinite(co).all(axis=1)]
     if len(co) == 0:
         return np.zeros_like(t)
-    if len(co) < 3 or np.ptp(co[:, 0]) < 1.0:
-        return np.full_like(t, float(np.median(co[:, 1])))
     med = np.median(co[:, 1])
+    if len(co) < 3 or np.ptp(co[:, 0]) < 1.0:
+        return np.full_like(t, float(med))
+    t = t + med
     keep = np.abs(co[:, 1] - med) <= max(5 * np.median(np.abs(co[:, 1] - med)), 1e-4)
     slope, intercept = np.polyfit(co[keep, 0] - co[0, 0], co[keep, 1], 1)
     return intercept + slope * (t - co[0, 0])
