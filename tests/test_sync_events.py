@@ -192,3 +192,18 @@ def test_r_peaks_of_a_coarsely_sampled_ecg_land_on_the_beats():
     shift = fine[np.argmax(qrs_waveform(fine))]
     assert len(got) == len(beats)
     assert np.max(np.abs(got - (beats + shift))) < 2.5e-4
+
+
+def test_a_model_from_events_at_one_end_says_its_error_grows_with_distance():
+    """Only the start train (say the take was stopped by a full disk): the drift stays the driver's, and the
+    error estimate covers what that drift can do 20 s later."""
+    from acquisition.sync.events import Event
+    from acquisition.sync.fit import UNFITTED_DRIFT, Match
+
+    ref = np.linspace(0, 0.8, 8)
+    base = ref + 0.012
+    matches = [Match(Event(b, "rise", 5e-6, b - 1e-5, b + 1e-5, True), r, (0, i))
+               for i, (b, r) in enumerate(zip(base, ref, strict=True))]
+    m = fit_segment(matches, 0.0, 20.0)
+    assert m is not None and m.drift == 0.0 and m.offset == pytest.approx(-0.012, abs=1e-9)
+    assert m.error_s >= UNFITTED_DRIFT * (20.0 - 0.4)  # 0.39 ms at the far end, not the 2 us of the events

@@ -339,19 +339,22 @@ def _align_camera(sid: str, g: h5py.Group, frame_path: Path, settings: SyncSetti
         width = int(ff.attrs.get("width", 0))
         reduce = ledmod.reduction_for(width)
 
-        def frames():
-            for fr in frame_rows:
+        def frames(decoded: list[int] | None = None):
+            """The frames that decode (a damaged one is left out, and `decoded` says which rows remain)."""
+            for r, fr in zip(rows, frame_rows, strict=True):
                 img = ledmod.decode(ff.frame(fr), reduce) if fr is not None else None
                 if img is not None:
+                    if decoded is not None:
+                        decoded.append(int(r))
                     yield img
 
-        ok = [fr is not None for fr in frame_rows]
-        rows = rows[np.array(ok, dtype=bool)]
         spots = [ledmod.spot_from_box(cam.led_region, reduce)] if cam.led_region else ledmod.find_spots(frames())
         if not spots:
             s.problem = f"{sid} saw no flash (the LED did not change in its view: dark, covered or out of view?)"
             return s
-        light = ledmod.light_levels(frames(), spots, cam.gamma)
+        decoded: list[int] = []
+        light = ledmod.light_levels(frames(decoded), spots, cam.gamma)
+        rows = np.array(decoded, dtype=np.int64)
     best: tuple[int, StreamSync] | None = None
     flashed = False
     for i, spot in enumerate(spots):

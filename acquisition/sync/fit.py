@@ -21,6 +21,7 @@ from acquisition.sync.events import Event
 
 MIN_DRIFT_SPAN_S = 3.0  # events spanning less than this: offset only (drift stays the driver's)
 DRIFT_PRIOR = 100e-6  # the residual drift after the drivers' own clock fits is small
+UNFITTED_DRIFT = 20e-6  # what a driver's own clock fit leaves of a crystal's drift (1 sigma)
 MIN_DRIFT_EVENTS_PER_HALF = 2  # a drift needs precise events at both ends of the take, two at least at each
 
 
@@ -130,16 +131,20 @@ def fit_segment(matches: list[Match], start: float, stop: float, extra_sigma: fl
         chi2 = float(np.sum((res[keep] / s[keep]) ** 2)) / max(dof, 1)
         scale2 = max(1.0, chi2)
         half = max(stop - ref, ref - start, 0.0)
-        err = float(np.sqrt(scale2 * (cov[0, 0] + cov[1, 1] * half ** 2) + extra_sigma ** 2))
-        return SegmentModel(start, stop, offset, drift, ref, int(keep.sum()), int(len(matches) - keep.sum()), rms, err,
-                            "fit", res[keep], b[keep])
+        # without events at both ends the drift is the driver's own, known to about UNFITTED_DRIFT: far from
+        # the events that is the error that grows
+        unfitted = (UNFITTED_DRIFT * half) ** 2 if cov[1, 1] == 0.0 else 0.0
+        err = float(np.sqrt(scale2 * (cov[0, 0] + cov[1, 1] * half ** 2) + unfitted + extra_sigma ** 2))
+        return SegmentModel(start, stop, offset, drift, ref, int(keep.sum()), int(precise.sum() - keep.sum()), rms,
+                            err, "fit", res[keep], b[keep])
     # only bounded events: the offset lies in every interval [r - hi, r - lo]
     low, high = float(np.max(r - hi)), float(np.min(r - lo))
     if low > high:  # contradictory bounds: take the middle of the overlap of most of them
         low, high = float(np.percentile(r - hi, 75)), float(np.percentile(r - lo, 25))
         low, high = min(low, high), max(low, high)
     offset = (low + high) / 2
-    err = float(np.sqrt(((high - low) / np.sqrt(12)) ** 2 + extra_sigma ** 2))
+    half = max(stop - ref, ref - start, 0.0)
+    err = float(np.sqrt(((high - low) / np.sqrt(12)) ** 2 + (UNFITTED_DRIFT * half) ** 2 + extra_sigma ** 2))
     res = r - ((lo + hi) / 2) - offset
     return SegmentModel(start, stop, offset, 0.0, ref, len(matches), 0, float(np.sqrt(np.mean(res ** 2))), err,
                         "intervals", res, b)
