@@ -206,4 +206,4 @@ def test_a_model_from_events_at_one_end_says_its_error_grows_with_distance():
                for i, (b, r) in enumerate(zip(base, ref, strict=True))]
     m = fit_segment(matches, 0.0, 20.0)
     assert m is not None and m.drift == 0.0 and m.offset == pytest.approx(-0.012, abs=1e-9)
-    assert m.error_s >= UNFITTED_DRIFT * (20.0 - 0.4)  # 0.39 ms at the far end, not the 2 us of the events
+    assert m.error_s >= 0.999 * UNFITTED_DRIFT * (20.0 - 0.412)  # 0.39 ms at the far end, not the 2 us of the events
