@@ -146,6 +146,7 @@ def test_the_box_refuses_what_it_cannot_do(tmp_path):
         os.close(fd)
         emulator.stop_event.set()
     lines = replies.splitlines()
+    assert lines.pop(0) == "I flexcap-trigger 1 1.0.0-emulated"  # said once at power-up, unasked
     assert lines[:5] == ["! 3 durations must be 100..10000000 us (got 50)", "! - unknown command 'Z'",
                          "I flexcap-trigger 1 1.0.0-emulated", "A 4 1", "! 5 busy"]
     rise, fall = (int(x) for x in lines[5].split()[3:])

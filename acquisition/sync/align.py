@@ -19,7 +19,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from acquisition.config import Rig, SyncSettings, parse_rig
+from acquisition.config import RigError, SyncSettings, parse_rig
 from acquisition.sync import led as ledmod
 from acquisition.sync.events import Event, flash_edges, peak_times, trigger_edges, two_levels
 from acquisition.sync.fit import DRIFT_PRIOR, Match, SegmentModel, fit_segment, match_events
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 OFFSET_RANGE = (-0.6, 0.05)  # true = base + offset: a device is up to 600 ms late, never much early
 WINDOW_AFTER_S = 0.7  # frames this long after a train (its latency) are searched for its flashes
 WINDOW_BEFORE_S = 0.1
+MIN_INHERIT_RATE = 10.0  # Hz: streams sampled on the device's clock (not events or once-a-second estimates)
+CLOCK_JUMP_S = 0.01  # the box's clock against the host's moving this much between two queries: it restarted
 ECG_DRIFT_PRIOR = 2000e-6
 # the strap's lead and a trunk electrode see the same QRS with different shapes (and muscle noise bends the
 # artifact's peak): an error the beats' scatter does not show, taken as 0.5 ms (1 sigma)
@@ -114,10 +116,28 @@ class TakeSync:
     reference_sigma_s: float | None = None
 
 
-def rig_of(f: h5py.File) -> Rig:
+def sync_config(f: h5py.File) -> tuple[SyncSettings, str | None, tuple[float, float]]:
+    """From the take's rig snapshot: the sync settings, the trigger box's device id and its clock queries'
+    wire times. A snapshot today's flexcap cannot load whole (a take from an older version) still gives
+    what alignment needs."""
     data = json.loads(f.attrs["rig"])
     source = data.pop("source", "take")
-    return parse_rig(data, f"rig of {source}")
+    try:
+        rig = parse_rig(data, f"rig of {source}")
+    except RigError as exc:
+        log.warning("the take's rig is not loadable (%s); aligning with its [sync] table and trigger device", exc)
+        sync = SyncSettings.model_validate(data.get("sync", {}))
+        boxes = [d for d in data.get("devices", []) if d.get("kind") in ("trigger", "sim-trigger")]
+        trigger = sync.trigger or (boxes[0]["id"] if len(boxes) == 1 else None)
+        box = next((d for d in boxes if d["id"] == trigger), {})
+        settings = box.get("settings", {})
+        return sync, trigger, wire_times(int(settings.get("baudrate", 115200)), bool(settings.get("uart_bridge", True)))
+    trigger = rig.trigger_id()
+    wire = (0.0, 0.0)
+    if trigger is not None:
+        box = rig.context(trigger).settings
+        wire = wire_times(box.baudrate, box.uart_bridge)
+    return rig.sync, trigger, wire
 
 
 def read_pulses(g: h5py.Group, offset: float) -> list[Pulse]:
@@ -135,30 +155,36 @@ def read_pulses(g: h5py.Group, offset: float) -> list[Pulse]:
 
 def remap_pulses(pulses: list[Pulse], queries: np.ndarray, offset: float, wire: tuple[float, float]) -> float | None:
     """Map the box's echoed edges onto the recorder clock again with every clock query of the take (the
-    driver could only use those before each pulse). Returns the reference's own uncertainty (1 sigma: half
-    the quickest round trip, spread evenly), or None when the queries are too few or too short."""
+    driver could only use those before each pulse), per run of the box's clock (a box that restarts its
+    clock, replugged, starts a new run). Returns the reference's own uncertainty (1 sigma: half the
+    quickest round trip, spread evenly), or None when the queries are too few or too short."""
     q = np.asarray(queries, dtype=np.float64).reshape(-1, 3)
-    if len(q) < 8 or np.ptp(q[:, 0]) / 1e6 < MIN_SPAN_FOR_DRIFT_S or any(p.box_rise_us is None for p in pulses):
+    if len(q) < 8 or any(p.box_rise_us is None for p in pulses):
         return None
-    clock = BoxClock(keep=len(q))
-    for box, sent, received in q:
-        clock.add(int(box), sent + offset, received + offset, wire)
+    q = q[np.argsort(q[:, 2])]
+    q[:, 1:] += offset
+    lag = q[:, 0] / 1e6 - (q[:, 1] + q[:, 2]) / 2  # box minus host: steady unless the box's clock restarted
+    cuts = np.flatnonzero(np.abs(np.diff(lag)) > CLOCK_JUMP_S) + 1
+    runs = [r for r in np.split(q, cuts) if len(r) >= 8 and np.ptp(r[:, 0]) / 1e6 >= MIN_SPAN_FOR_DRIFT_S]
+    if not runs:
+        return None
+    clocks = [(r[0, 2], r[-1, 2], r, BoxClock.from_queries(r, wire)) for r in runs]
+    rtts = []
     for p in pulses:
-        near = float(q[np.argmin(np.abs(q[:, 2] + offset - p.rise)), 0])
+        first, last, r, clock = min(clocks, key=lambda c: max(c[0] - p.rise, p.rise - c[1], 0.0))
+        near = float(r[np.argmin(np.abs(r[:, 2] - p.rise)), 0])
         unwrap = MicrosUnwrapper()
         p.rise = float(clock.host_times(unwrap.near(int(p.box_rise_us), int(near))))
         p.fall = float(clock.host_times(unwrap.near(int(p.box_fall_us), int(near))))
-    rtt = clock.best_rtt_s or 0.0
-    return rtt / 2 / np.sqrt(3)
+        rtts.append(clock.best_rtt_s or 0.0)
+    return float(max(rtts)) / 2 / np.sqrt(3)
 
 
 def align_take(take: str | Path) -> TakeSync:
     """Align every stream of a take (reads only; see write_sync)."""
     path = find_take_file(take)
     with h5py.File(path, "r") as f:
-        rig = rig_of(f)
-        settings = rig.sync
-        trigger = rig.trigger_id()
+        settings, trigger, wire = sync_config(f)
         trigger_sid = stream_id_for(trigger, "pulses") if trigger else None
         streams: dict[str, StreamSync] = {}
         pulses: list[Pulse] = []
@@ -172,9 +198,7 @@ def align_take(take: str | Path) -> TakeSync:
             note = f"{len(pulses)} pulses fired"
             clock_sid = stream_id_for(trigger, "clock")
             if pulses and clock_sid in groups:
-                box = rig.context(trigger).settings
-                ref_sigma = remap_pulses(pulses, groups[clock_sid]["time_series"][()], tb.lsl_offset_s,
-                                         wire_times(box.baudrate, box.uart_bridge))
+                ref_sigma = remap_pulses(pulses, groups[clock_sid]["time_series"][()], tb.lsl_offset_s, wire)
                 note += "; edges mapped with the take's clock queries" if ref_sigma is not None else \
                     "; edges as the driver mapped them (too few clock queries in the take)"
             streams[trigger_sid] = StreamSync(trigger_sid, "reference", "reference", tb.base, tb, note=note)
@@ -201,7 +225,7 @@ def align_take(take: str | Path) -> TakeSync:
             else:
                 streams[sid] = _lsl_only(sid, g)
         _align_ecg(groups, streams, settings)
-        _inherit(groups, streams, rig)
+        _inherit(groups, streams)
     for s in streams.values():
         if s.problem and not s.aligned:  # nothing is discarded: the stream keeps its LSL-corrected stamps
             s.corrected = s.timebase.lsl_stamps
@@ -410,6 +434,10 @@ def _align_ecg(groups: h5py.Group, streams: dict[str, StreamSync], settings: Syn
             s.problem = (f"{sid}: no EMG channel shows the heart artifact at its {len(beats)} beats "
                          "(place an electrode on the trunk, or list one in [sync] heart_channels)")
             continue
+        if len(hm.matches) < MIN_MATCHES:
+            s.problem = (f"{sid}: only {len(hm.matches)} of its {len(beats)} beats were found in the heart artifact "
+                         f"of {hm.channel}")
+            continue
         emg_error = max((streams[hm.channel.split(":")[0]].error_s or 0.0), 0.0)
         s.matched, s.unmatched = len(hm.matches), len(beats) - len(hm.matches)
         # a strap's ECG clock is fitted by its driver against a nominal rate it may miss by 0.4 % (the H10's):
@@ -422,7 +450,7 @@ def _align_ecg(groups: h5py.Group, streams: dict[str, StreamSync], settings: Syn
         s.detail = {"channel": hm.channel, "score": hm.score}
 
 
-def _inherit(groups: h5py.Group, streams: dict[str, StreamSync], rig: Rig) -> None:
+def _inherit(groups: h5py.Group, streams: dict[str, StreamSync]) -> None:
     """The other data streams of an aligned device take its model (same device, same latency path);
     status and control streams are stamped by the host and keep their own stamps."""
     by_device: dict[str, StreamSync] = {}
@@ -439,6 +467,11 @@ def _inherit(groups: h5py.Group, streams: dict[str, StreamSync], rig: Rig) -> No
         src = by_device.get(_device_of(g))
         if src is None:
             s.note = "no sync events for this device: LSL clock offset only"
+            continue
+        if float(g.attrs.get("nominal_srate", 0.0)) < MIN_INHERIT_RATE:
+            # beat-by-beat values, rates and estimates are stamped when a notification arrived or an estimate
+            # was made, not on the device's sample clock: the sampled streams' model does not describe them
+            s.note = f"not sampled on {src.stream_id}'s clock: LSL clock offset only"
             continue
         s.kind, s.method = "inherited", f"inherited from {src.stream_id}"
         rate = float(g.attrs.get("nominal_srate", 0.0))

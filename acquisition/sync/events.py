@@ -141,12 +141,8 @@ def peak_times(signal: np.ndarray, base: np.ndarray, min_gap_s: float = 0.3,
             peaks.append(int(k))
     events = []
     for k in sorted(peaks):
-        if band_limited and LANCZOS_A <= k < len(x) - LANCZOS_A:
-            delta = lanczos_peak(x, k)
-        else:
-            y0, y1, y2 = x[k - 1], x[k], x[k + 1]
-            denom = y0 - 2 * y1 + y2
-            delta = 0.5 * (y0 - y2) / denom if denom < 0 else 0.0
+        inside = LANCZOS_A <= k < len(x) - LANCZOS_A
+        delta = lanczos_peak(x, k) if band_limited and inside else parabolic_peak(x, k) - k
         step = (base[k + 1] - base[k - 1]) / 2
         t = base[k] + float(np.clip(delta, -0.5, 0.5)) * step
         events.append(Event(t, "beat", step * 0.05, t - step, t + step, True, k))
@@ -163,8 +159,14 @@ def lanczos_peak(x: np.ndarray, k: int) -> float:
     d = (k + fine)[:, None] - n[None, :]
     kernel = np.sinc(d) * np.sinc(d / LANCZOS_A)
     y = kernel @ x[n]
-    i = int(np.clip(np.argmax(y), 1, len(fine) - 2))
-    y0, y1, y2 = y[i - 1], y[i], y[i + 1]
+    i = parabolic_peak(y, int(np.argmax(y)))
+    return float(np.interp(i, np.arange(len(fine)), fine))
+
+
+def parabolic_peak(y: np.ndarray, k: int) -> float:
+    """The maximum near sample k (a local maximum), placed between samples by a parabola through three."""
+    if k <= 0 or k >= len(y) - 1:
+        return float(k)
+    y0, y1, y2 = y[k - 1], y[k], y[k + 1]
     denom = y0 - 2 * y1 + y2
-    frac = 0.5 * (y0 - y2) / denom if denom < 0 else 0.0
-    return float(fine[i] + frac * (fine[1] - fine[0]))
+    return float(k + (0.5 * (y0 - y2) / denom if denom < 0 else 0.0))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import signal as sps
 
-from acquisition.sync.events import Event
+from acquisition.sync.events import Event, parabolic_peak
 from acquisition.sync.fit import Match
 
 LOWPASS_HZ = 40.0
@@ -104,7 +104,7 @@ def align_heart(beats: list[Event], channels: list[ArtifactChannel]) -> HeartMat
         template = np.mean([_segment(combined, centres[i] + shifts[i], half) for i in usable], axis=0)
         for i in usable:
             shifts[i] = _best_shift(combined, centres[i], template, half, search)
-    peak = _parabolic_peak(template, int(np.argmax(template))) - half  # its peak, in samples from its centre
+    peak = parabolic_peak(template, int(np.argmax(template))) - half  # its peak, in samples from its centre
     matches = []
     for i in usable:
         shift = _best_shift(combined, centres[i], template, half, search)
@@ -129,12 +129,4 @@ def _best_shift(x: np.ndarray, centre: int, template: np.ndarray, half: int, sea
     j = int(np.argmax(corr))
     if j in (0, len(corr) - 1) or corr[j] <= 0:
         return float("nan")
-    return _parabolic_peak(corr, j) - search
-
-
-def _parabolic_peak(y: np.ndarray, k: int) -> float:
-    if k <= 0 or k >= len(y) - 1:
-        return float(k)
-    y0, y1, y2 = y[k - 1], y[k], y[k + 1]
-    denom = y0 - 2 * y1 + y2
-    return float(k + (0.5 * (y0 - y2) / denom if denom < 0 else 0.0))
+    return parabolic_peak(corr, j) - search

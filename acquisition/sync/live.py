@@ -26,13 +26,13 @@ lib.lsl_time_correction_ex.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_
 
 def time_correction_ex(inlet: pylsl.StreamInlet, timeout: float) -> tuple[float, float]:
     """(offset, round trip) of liblsl's current clock estimate for a stream (pylsl's time_correction
-    returns only the offset). liblsl's uncertainty is half the chosen probe's round trip."""
+    returns only the offset). liblsl's "uncertainty" is the round trip of the probe it kept."""
     remote, uncertainty = ctypes.c_double(), ctypes.c_double()
     err = ctypes.c_int32()
     offset = lib.lsl_time_correction_ex(inlet.obj, ctypes.byref(remote), ctypes.byref(uncertainty),
                                         ctypes.c_double(timeout), ctypes.byref(err))
     handle_error(err)  # pylsl's own: timeout, lost stream
-    return float(offset), 2.0 * float(uncertainty.value)
+    return float(offset), float(uncertainty.value)
 
 
 @dataclass

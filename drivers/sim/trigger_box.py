@@ -25,6 +25,7 @@ from drivers.trigger import protocol as tp
 log = logging.getLogger(__name__)
 
 FIRMWARE = "1.0.0-emulated"
+LINE_MAX = 320  # the firmware's line buffer
 
 
 class TriggerBoxSettings(BaseModel):
@@ -67,7 +68,10 @@ class TriggerBoxEmulator:
 
     # ---------------------------------------------------------------------------------------------------
     def open(self) -> str:
-        return self.port.open()
+        path = self.port.open()
+        # the box says hello once at power-up, unasked (an Uno's reset when the port opens loses the host's I)
+        self.port.write(f"I flexcap-trigger {tp.PROTOCOL_VERSION} {FIRMWARE}\n".encode())
+        return path
 
     @property
     def path(self) -> str:
@@ -84,7 +88,7 @@ class TriggerBoxEmulator:
                     while b"\n" in self._inbuf:
                         line, self._inbuf = self._inbuf.split(b"\n", 1)
                         self._command(line.strip(b"\r ").decode("ascii", "replace"))
-                    if len(self._inbuf) > 200:
+                    if len(self._inbuf) > LINE_MAX:
                         self._inbuf = b""
                         self.port.write(b"! - line too long\n")
                 now = pylsl.local_clock()
@@ -143,7 +147,7 @@ class TriggerBoxEmulator:
         pulses = [(self.true_time(r), self.true_time(f)) for r, f in pulses_us]
         if self.line_path is not None:
             append_pulses(self.line_path, pulses)  # before the first rise: every device sees the whole train
-        self._busy_until = pulses[-1][1]
+        self._busy_until = pulses[-1][1] + 1e-4  # until D is sent
         self.port.write(f"A {seq} {len(pulses)}\n".encode())
         for i, ((r_us, f_us), (_, fall)) in enumerate(zip(pulses_us, pulses, strict=True)):
             self._pending.append((fall, f"E {seq} {i} {r_us % tp.MICROS_WRAP} {f_us % tp.MICROS_WRAP}\n".encode()))

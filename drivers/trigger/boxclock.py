@@ -33,12 +33,24 @@ class BoxClock:
         self.slope = 1.0
         self.ref = 0.0
 
-    def add(self, box_us: int, sent: float, received: float, transfer_s: tuple[float, float] = (0.0, 0.0)) -> None:
+    def add(self, box_us: int, sent: float, received: float, transfer_s: tuple[float, float] = (0.0, 0.0),
+            refit: bool = True) -> None:
         """One query: sent and received on the host clock; transfer_s: how long the request and the reply
         take on the wire (a USB-UART bridge at 115200 baud: 0.17 and 1.1 ms), outside the box's reading."""
         sent, received = sent + transfer_s[0], received - transfer_s[1]
         self._q.append((box_us / 1e6, (sent + received) / 2.0, max(received - sent, 0.0)))
-        self._fit()
+        if refit:
+            self._fit()
+
+    @classmethod
+    def from_queries(cls, queries: np.ndarray, transfer_s: tuple[float, float] = (0.0, 0.0)) -> BoxClock:
+        """One fit through many recorded queries (rows of box microseconds, sent, received)."""
+        clock = cls(keep=max(1, len(queries)))
+        for box, sent, received in np.asarray(queries, dtype=np.float64).reshape(-1, 3):
+            clock.add(int(box), sent, received, transfer_s, refit=False)
+        if len(clock._q):
+            clock._fit()
+        return clock
 
     @property
     def ready(self) -> bool:

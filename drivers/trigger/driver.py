@@ -40,6 +40,7 @@ from drivers.trigger.trains import train_durations, train_length_s
 log = logging.getLogger(__name__)
 
 LABELS = ("take_start", "take_end", "periodic", "test")
+TRAIN_GRACE_S = 2.0  # a train whose end the box has not reported this long after it should have ended is over
 
 
 class TriggerSettings(BaseModel):
@@ -74,6 +75,7 @@ class Train:
         self.refused: str | None = None
         self.pulses: list[dict[str, Any]] = []
         self.done = threading.Event()
+        self.deadline = pylsl.local_clock() + sum(durations) / 1e6 + TRAIN_GRACE_S
 
     def summary(self) -> dict[str, Any]:
         return {"train": self.seq, "label": self.label, "durations_us": self.durations, "pulses": self.pulses,
@@ -112,6 +114,7 @@ class TriggerDriver(Driver):
         self.fired = 0
         self._periodic_s: float | None = None
         self._next_periodic = 0.0
+        self._ignore_clock_until = 0.0
 
     # -- device -------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -127,6 +130,10 @@ class TriggerDriver(Driver):
             transport.write(bytes([self.settings.byte_off]))
         with self._lock:
             self.transport = transport
+            # a box that was unplugged (or reset when its port opened) starts its clock again
+            self.clock = BoxClock()
+            self.unwrap = tp.MicrosUnwrapper()
+            self._ping_sent = None
 
     def _hello(self, transport: Transport) -> None:
         transport.write(b"\n")  # end whatever half line a previous session left in the box
@@ -162,11 +169,15 @@ class TriggerDriver(Driver):
                     transport.write(b"T\n")
                     self._next_ping = self._ping_sent + self.settings.clock_query_s
             elif self._ping_sent is not None and now - self._ping_sent > 1.0:
-                self._ping_sent = None  # a lost reply: ask again
-        if self._periodic_s is not None and now >= self._next_periodic and self._running() is None:
+                # a lost reply: ask again, but not before a late one would have come (it must not be taken
+                # for the answer to the next query)
+                self._ping_sent = None
+                self._next_ping = now + 1.0
+                self._ignore_clock_until = now + 1.0
+        if self._periodic_s is not None and now >= self._next_periodic:
             self._next_periodic = now + self._periodic_s
             try:
-                self.fire("periodic")
+                self._fire("periodic", wait=False)  # this thread reads the box: it must never wait here
             except DeviceError as exc:
                 log.warning("periodic train not fired: %s", exc)
         data = transport.read(0.02)
@@ -185,7 +196,7 @@ class TriggerDriver(Driver):
             log.warning("%s: %s", self.ctx.device_id, exc)
             return
         if isinstance(reply, tp.ClockReply):
-            if self._ping_sent is not None:
+            if self._ping_sent is not None and received >= self._ignore_clock_until:
                 box = self.unwrap(reply.micros)
                 self.clock.add(box, self._ping_sent, received,
                                wire_times(self.settings.baudrate, self.settings.uart_bridge))
@@ -244,12 +255,24 @@ class TriggerDriver(Driver):
         return {"fire": self.fire, "wait_train": self.wait_train, "periodic": self.periodic}
 
     def fire(self, label: str = "test") -> dict[str, Any]:
-        """Start a coded train now; returns at once (the pulses arrive on the stream as they happen)."""
+        """Start a coded train now (after the one running, if any); returns once it is sent (the pulses
+        arrive on the stream as they happen)."""
+        return self._fire(label, wait=True)
+
+    def _fire(self, label: str, wait: bool) -> dict[str, Any]:
         if label not in LABELS:
             raise ValueError(f"unknown train label {label!r}; use one of {', '.join(LABELS)}")
-        running = self._running()
-        if running is not None:  # one train at a time: the end train waits for a periodic one to finish
-            running.done.wait(train_length_s(running.seq) + 1.0)
+        while True:
+            with self._lock:
+                running = self._running()
+                if running is None:
+                    return self._send_train(label)
+            if not wait:
+                raise DeviceError(f"train {running.seq} is still running")
+            # one train at a time: the end train waits for a periodic one to finish (or for its deadline)
+            running.done.wait(max(0.05, running.deadline - pylsl.local_clock()))
+
+    def _send_train(self, label: str) -> dict[str, Any]:
         with self._lock:
             transport = self.transport
             if transport is None:
@@ -270,7 +293,13 @@ class TriggerDriver(Driver):
                 "length_s": train_length_s(seq)}
 
     def _running(self) -> Train | None:
+        """The train still running, if any; one whose end the box never reported is given up at its deadline."""
         with self._lock:
+            now = pylsl.local_clock()
+            for t in self.trains.values():
+                if not t.done.is_set() and now > t.deadline:
+                    t.refused = f"the box did not report the end of train {t.seq} in time"
+                    t.done.set()
             return next((t for t in reversed(self.trains.values()) if not t.done.is_set()), None)
 
     def wait_train(self, train: int, timeout: float = 5.0) -> dict[str, Any]:
