@@ -164,12 +164,15 @@ def test_camera_record_control_markers_and_timecodes(sim_take):
             assert [m["action"] for m in rolls] == ["record_start", "record_stop"], cam
             assert rolls[0]["clip"] == rolls[1]["clip"] == f"{sim_take.path.parent.name}_001_squat_1"
             assert start < rolls[0]["request_lsl"] < rolls[0]["reply_lsl"] < rolls[1]["reply_lsl"] < stop
-            # the camera's time-of-day timecode at each reply, as its emulator kept it (60 fps, no drop-frame)
+            # the camera's time-of-day timecode, read right after each record request, as its emulator kept it
+            # (60 fps, no drop-frame): within the timecode request's own round trip
             offset = truth[cam]["record_control"]["timecode_offset_s"]
             for m in rolls:
                 h, mi, sec, fr = (int(x) for x in m["timecode"].split(":"))
                 tc_s = h * 3600 + mi * 60 + sec + fr / 60
-                assert m["request_lsl"] + offset - 1 / 60 <= tc_s <= m["reply_lsl"] + offset + 1 / 60, (cam, m)
+                asked, answered = m["detail"]["timecode_request_lsl"], m["detail"]["timecode_reply_lsl"]
+                assert m["reply_lsl"] <= asked < answered, (cam, m)
+                assert asked + offset - 1 / 60 <= tc_s <= answered + offset + 1 / 60, (cam, m)
         phone = [json.loads(r[0])["action"] for r in stream_strings(f["streams/phone_control"])]
         assert phone == ["record_start", "record_stop"]
     assert [c["tag"] for c in truth["phone"]["recordings"]] == [f"{sim_take.path.parent.name}_001_squat_1"]
