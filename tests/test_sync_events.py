@@ -207,3 +207,22 @@ def test_a_model_from_events_at_one_end_says_its_error_grows_with_distance():
     m = fit_segment(matches, 0.0, 20.0)
     assert m is not None and m.drift == 0.0 and m.offset == pytest.approx(-0.012, abs=1e-9)
     assert m.error_s >= 0.999 * UNFITTED_DRIFT * (20.0 - 0.412)  # 0.39 ms at the far end, not the 2 us of the events
+
+
+def test_events_a_misnumbered_timeline_contradicts_are_counted():
+    """A phone numbered from Wi-Fi arrivals can put a run of frames one period late: their flashes then
+    disagree with any single model, and the count says so (the report turns it red)."""
+    from acquisition.sync.align import _inconsistent
+    from acquisition.sync.events import Event
+    from acquisition.sync.fit import Match
+
+    ref = np.concatenate([np.linspace(0, 0.8, 8), np.linspace(10, 10.8, 8)])
+    base = ref + 0.15
+    base[12:] += 1 / 30  # the last frames are numbered one too many
+    matches = [Match(Event(b, "rise", 5e-5, b - 2e-4, b + 2e-4, True), r, (0, i))
+               for i, (b, r) in enumerate(zip(base, ref, strict=True))]
+    m = fit_segment(matches, base.min(), base.max())
+    # no single line serves both halves of the end train: 9 of the 16 events are off it by over 1 ms
+    assert _inconsistent([m], matches) == (9, 16)
+    clean = [Match(Event(r + 0.15, "rise", 5e-5, r + 0.1498, r + 0.1502, True), r, (0, i)) for i, r in enumerate(ref)]
+    assert _inconsistent([fit_segment(clean, 0.15, 11.0)], clean) == (0, 16)

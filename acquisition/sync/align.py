@@ -38,6 +38,8 @@ WINDOW_AFTER_S = 0.7  # frames this long after a train (its latency) are searche
 WINDOW_BEFORE_S = 0.1
 MIN_INHERIT_RATE = 10.0  # Hz: streams sampled on the device's clock (not events or once-a-second estimates)
 CLOCK_JUMP_S = 0.01  # the box's clock against the host's moving this much between two queries: it restarted
+INCONSISTENT_S = 1e-3  # an event the model misses by more than this contradicts it
+MAX_INCONSISTENT = 0.2  # more than this fraction of contradicting events: the alignment is not trusted
 ECG_DRIFT_PRIOR = 2000e-6
 # the strap's lead and a trunk electrode see the same QRS with different shapes (and muscle noise bends the
 # artifact's peak): an error the beats' scatter does not show, taken as 0.5 ms (1 sigma)
@@ -73,6 +75,7 @@ class StreamSync:
     pulses_seen: list[tuple[int, int]] = field(default_factory=list)
     problem: str = ""  # why it could not be aligned (empty: aligned)
     kind_tried: str = ""  # what it would have been aligned as (emg, camera, ecg), when it could not be
+    inconsistent: tuple[int, int] = (0, 0)  # matched events the model contradicts, of all matched
     note: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
 
@@ -313,7 +316,23 @@ def _finish(s: StreamSync, events: list[Event], refs: dict, ref_ids: dict, toler
     s.corrected = _apply(s.timebase, s.models)
     if unmatched:
         s.note = f"{len(unmatched)} of {len(events)} events matched no pulse"
+    s.inconsistent = _inconsistent(s.models, matches)
     return s
+
+
+def _inconsistent(models: list[SegmentModel], matches: list[Match]) -> tuple[int, int]:
+    """(events the final model contradicts, events): a precise one off by more than INCONSISTENT_S (and its
+    own 5 sigma), a bounded one whose pulse falls outside its interval by more than that. Many of them mean
+    the stream's own timeline is broken somewhere (a phone's frames numbered from Wi-Fi arrivals)."""
+    bad = 0
+    for m in matches:
+        ev = m.event
+        lo, mid, hi = apply_by_time(models, np.array([ev.lo, ev.time, ev.hi]))
+        if ev.precise:
+            bad += abs(m.ref_time - mid) > max(INCONSISTENT_S, 5 * ev.sigma)
+        else:
+            bad += not (lo - INCONSISTENT_S <= m.ref_time <= hi + INCONSISTENT_S)
+    return bad, len(matches)
 
 
 def _align_emg(sid: str, g: h5py.Group, labels: list[str], refs: dict, ref_ids: dict) -> StreamSync:

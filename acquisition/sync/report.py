@@ -11,7 +11,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from acquisition.sync.align import StreamSync, TakeSync
+from acquisition.sync.align import INCONSISTENT_S, MAX_INCONSISTENT, StreamSync, TakeSync
 
 REPORT_TXT = "sync_report.txt"
 REPORT_PNG = "sync_report.png"
@@ -55,6 +55,12 @@ def verdict(ts: TakeSync, roles: dict[str, str]) -> Verdict:
             ambers.append(s.problem)
         elif s.aligned:
             e, tol = error95(s), tolerance_for(s, roles)
+            bad, n = s.inconsistent
+            if n and bad > MAX_INCONSISTENT * n:
+                reds.append(f"{s.stream_id}: {bad} of its {n} sync events disagree with its model by over "
+                            f"{_ms(INCONSISTENT_S)} (its own timeline breaks somewhere: frames numbered from "
+                            "arrival times?)")
+                continue
             if any(m.method == "borrowed" for m in s.models):
                 ambers.append(f"{s.stream_id}: a segment after a gap has no pulses (its model is borrowed)")
             if e is not None and e > AMBER_FACTOR * tol:
@@ -87,7 +93,8 @@ def rows(ts: TakeSync) -> list[dict[str, Any]]:
                     "lsl_offset_ms": round(s.timebase.lsl_offset_s * 1e3, 4),
                     "residual_ms": None if s.residual_s is None else round(s.residual_s * 1e3, 4),
                     "error95_ms": None if error95(s) is None else round(error95(s) * 1e3, 4),
-                    "segments": len(s.models), "problem": s.problem, "note": s.note, **s.detail})
+                    "segments": len(s.models), "contradicting_events": s.inconsistent[0],
+                    "problem": s.problem, "note": s.note, **s.detail})
     return out
 
 
