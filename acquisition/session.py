@@ -6,12 +6,24 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
 
 from acquisition.config import TAKE_DIR_RE, Rig, TakeInfo, take_dir_name
 from drivers.runtime.paths import write_atomically
 
 SESSION_FILE = "session.json"
+
+
+class SessionInfo(BaseModel):
+    """What the operator enters about a visit (the subject id is pseudonymous: never a name)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    skill_level: Literal["", "novice", "intermediate", "advanced"] = ""
+    operator: str = ""
+    notes: str = ""
 
 
 def utc_now_iso() -> str:
@@ -43,6 +55,13 @@ class Session:
                 return path
             except FileExistsError:  # another recorder took this number meanwhile
                 number += 1
+
+    def update_info(self, info: SessionInfo) -> None:
+        self.data.update(info.model_dump())
+        self.save()
+
+    def info(self) -> SessionInfo:
+        return SessionInfo.model_validate({k: self.data.get(k, "") for k in SessionInfo.model_fields})
 
     def record_take(self, entry: dict[str, Any]) -> None:
         self.data["takes"].append(entry)
