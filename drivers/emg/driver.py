@@ -16,10 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from drivers.emg.cyton import CytonProtocol
 from drivers.emg.packets import Samples
 from drivers.emg.shimmer import ShimmerProtocol
-from drivers.emg.transport import SerialTransport, Transport
+from drivers.emg.transport import SerialTransport, Transport, serial_port_of
 from drivers.runtime.clockfit import ClockFit
-from drivers.runtime.driver import EMULATED, DeviceError, Driver, DriverContext
-from drivers.runtime.paths import emulator_link
+from drivers.runtime.driver import DeviceError, Driver, DriverContext
 from drivers.runtime.streams import ChannelSpec, StreamSpec, channels
 from drivers.sim.emg_emulator import EmgEmulatorSettings
 
@@ -58,15 +57,6 @@ class EmgSettings(BaseModel):
         return names.get(self.protocol, [f"ch{i + 1}" for i in range(PROTOCOL_CHANNELS[self.protocol])])
 
 
-def port_of(ctx: DriverContext, settings: EmgSettings) -> str:
-    if ctx.connection == EMULATED:
-        return str(emulator_link(ctx.rig_name, ctx.device_id))
-    port = settings.port or (ctx.connection if ctx.connection and "://" not in ctx.connection else None)
-    if not port:
-        raise DeviceError(f"{ctx.device_id}: no serial port given (settings.port or connection)")
-    return port
-
-
 class EmgDriver(Driver):
     kind = "emg"
     Settings = EmgSettings
@@ -91,7 +81,7 @@ class EmgDriver(Driver):
         self.jitter_log: list[tuple[int, float]] | None = None  # (counter, arrival), for benchmarks
 
     def open(self) -> None:
-        transport = SerialTransport(port_of(self.ctx, self.settings), self.protocol.baudrate)
+        transport = SerialTransport(serial_port_of(self.ctx, self.settings.port), self.protocol.baudrate)
         transport.open()
         try:
             leftover = self.protocol.start(transport)
@@ -142,7 +132,7 @@ class EmgDriver(Driver):
     def status_extra(self) -> dict[str, Any]:
         stats = self.parser.stats if self.parser is not None else None
         try:
-            port = port_of(self.ctx, self.settings)
+            port = serial_port_of(self.ctx, self.settings.port)
         except DeviceError as exc:
             port = str(exc)
         return {

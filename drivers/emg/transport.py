@@ -13,7 +13,8 @@ from typing import Protocol
 
 import serial
 
-from drivers.runtime.driver import DeviceError
+from drivers.runtime.driver import EMULATED, DeviceError, DriverContext
+from drivers.runtime.paths import emulator_link
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,16 @@ class Transport(Protocol):
     def write(self, data: bytes) -> None: ...
 
     def close(self) -> None: ...
+
+
+def serial_port_of(ctx: DriverContext, configured: str | None) -> str:
+    """The serial port of a device: its emulator's pty link, the port its settings name, or its connection."""
+    if ctx.connection == EMULATED:
+        return str(emulator_link(ctx.rig_name, ctx.device_id))
+    port = configured or (ctx.connection if ctx.connection and "://" not in ctx.connection else None)
+    if not port:
+        raise DeviceError(f"{ctx.device_id}: no serial port given (settings.port or connection)")
+    return port
 
 
 class SerialTransport:

@@ -28,9 +28,8 @@ from typing import Any, Literal
 import pylsl
 from pydantic import BaseModel, ConfigDict, Field
 
-from drivers.emg.transport import SerialTransport, Transport
-from drivers.runtime.driver import EMULATED, DeviceError, Driver, DriverContext
-from drivers.runtime.paths import emulator_link
+from drivers.emg.transport import SerialTransport, Transport, serial_port_of
+from drivers.runtime.driver import DeviceError, Driver, DriverContext
 from drivers.runtime.streams import IRREGULAR_RATE, ChannelSpec, StreamSpec, channels
 from drivers.sim.trigger_box import TriggerBoxSettings
 from drivers.trigger import protocol as tp
@@ -55,15 +54,6 @@ class TriggerSettings(BaseModel):
     uart_bridge: bool = Field(True, description="flexcap boxes: the board talks through a USB-UART bridge (Uno, "
                               "Nano): byte transfer times are taken out of clock queries; false for native USB")
     emulator: TriggerBoxSettings = TriggerBoxSettings()
-
-
-def port_of(ctx: DriverContext, settings: TriggerSettings) -> str:
-    if ctx.connection == EMULATED:
-        return str(emulator_link(ctx.rig_name, ctx.device_id))
-    port = settings.port or (ctx.connection if ctx.connection and "://" not in ctx.connection else None)
-    if not port:
-        raise DeviceError(f"{ctx.device_id}: no serial port given (settings.port or connection)")
-    return port
 
 
 class Train:
@@ -118,7 +108,7 @@ class TriggerDriver(Driver):
 
     # -- device -------------------------------------------------------------------------------------
     def open(self) -> None:
-        transport = SerialTransport(port_of(self.ctx, self.settings), self.settings.baudrate)
+        transport = SerialTransport(serial_port_of(self.ctx, self.settings.port), self.settings.baudrate)
         transport.open()
         if self.settings.protocol == "flexcap":
             try:
