@@ -21,6 +21,7 @@ from drivers.sim.lab import DeviceTruth
 from drivers.sim.pty import PtyPort
 from drivers.sim.triggerline import append_pulses
 from drivers.trigger import protocol as tp
+from drivers.trigger.trains import pulse_edges_us
 
 log = logging.getLogger(__name__)
 
@@ -137,13 +138,7 @@ class TriggerBoxEmulator:
             self.port.write(f"! {seq} busy\n".encode())
             return
         u = self.box_us(now + self.s.start_delay_s)
-        pulses_us = []
-        for i in range(0, len(durations), 2):
-            rise = u
-            u += durations[i]
-            pulses_us.append((rise, u))
-            if i + 1 < len(durations):
-                u += durations[i + 1]
+        pulses_us = [(u + r, u + f) for r, f in pulse_edges_us(durations)]
         pulses = [(self.true_time(r), self.true_time(f)) for r, f in pulses_us]
         if self.line_path is not None:
             append_pulses(self.line_path, pulses)  # before the first rise: every device sees the whole train

@@ -31,11 +31,16 @@ def train_length_s(seq: int) -> float:
     return sum(train_durations(seq)) / 1e6
 
 
-def pulse_offsets_s(durations_us: list[int]) -> list[tuple[float, float]]:
-    """(rise, fall) of each pulse in seconds from the train's first rise."""
-    out, t = [], 0.0
+def pulse_edges_us(durations_us: list[int]) -> list[tuple[int, int]]:
+    """(rise, fall) of each pulse in microseconds from the train's first rise (on, off, on, ... durations)."""
+    out, t = [], 0
     for i, d in enumerate(durations_us):
         if i % 2 == 0:
-            out.append((t, t + d / 1e6))
-        t += d / 1e6
+            out.append((t, t + int(d)))
+        t += int(d)
     return out
+
+
+def pulse_offsets_s(durations_us: list[int]) -> list[tuple[float, float]]:
+    """(rise, fall) of each pulse in seconds from the train's first rise."""
+    return [(r / 1e6, f / 1e6) for r, f in pulse_edges_us(durations_us)]
