@@ -98,7 +98,8 @@ def rows(ts: TakeSync) -> list[dict[str, Any]]:
     return out
 
 
-def format_table(ts: TakeSync, v: Verdict) -> str:
+def format_table(ts: TakeSync, v: Verdict, table: list[dict[str, Any]]) -> str:
+    """The report a person reads; `table` is rows(ts)."""
     lines = [f"sync report: {ts.take}", f"verdict: {v.line()}", ""]
     if ts.pulses:
         trains = sorted({(p.train, p.label) for p in ts.pulses})
@@ -113,7 +114,7 @@ def format_table(ts: TakeSync, v: Verdict) -> str:
     head = f"{'stream':<18}{'method':<22}{'events':>7}{'matched':>8}{'latency ms':>12}{'drift ppm':>10}" \
            f"{'resid ms':>10}{'err95 ms':>10}  notes"
     lines += [head, "-" * len(head)]
-    for r in rows(ts):
+    for r in table:
         if r["kind"] == "lsl" and not r["problem"]:
             continue
         def num(x: float | None, fmt: str) -> str:
@@ -122,7 +123,7 @@ def format_table(ts: TakeSync, v: Verdict) -> str:
         lines.append(f"{r['stream']:<18}{r['method'][:21]:<22}{r['events']:>7}{r['matched']:>8}"
                      f"{num(r['latency_ms'], '.3f'):>12}{num(r['drift_ppm'], '.2f'):>10}"
                      f"{num(r['residual_ms'], '.4f'):>10}{num(r['error95_ms'], '.4f'):>10}  {note}")
-    plain = [r["stream"] for r in rows(ts) if r["kind"] == "lsl" and not r["problem"]]
+    plain = [r["stream"] for r in table if r["kind"] == "lsl" and not r["problem"]]
     if plain:
         lines += ["", f"LSL clock offsets only (stamped by their host or no sync events): {', '.join(plain)}"]
     return "\n".join(lines) + "\n"
@@ -187,8 +188,9 @@ def write_sync(ts: TakeSync, plot_png: bool = True) -> Verdict:
                                                "n_events": x.n_events, "rejected": x.n_rejected} for x in m])
             g.attrs["problem"] = s.problem
             g.attrs["pulses_seen"] = json.dumps([list(p) for p in s.pulses_seen])
-    (ts.take / REPORT_TXT).write_text(format_table(ts, v))
-    (ts.take / REPORT_JSON).write_text(json.dumps({"verdict": v.level, "text": v.text, "streams": rows(ts)},
+    table = rows(ts)
+    (ts.take / REPORT_TXT).write_text(format_table(ts, v, table))
+    (ts.take / REPORT_JSON).write_text(json.dumps({"verdict": v.level, "text": v.text, "streams": table},
                                                   indent=1, default=_jsonable))
     if plot_png:
         plot(ts, ts.take / REPORT_PNG)
