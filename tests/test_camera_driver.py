@@ -77,12 +77,18 @@ class Run:
         return [json.loads(s[0]) for s, _ in self.out["control"]]
 
 
+
+def phone_run(cam: PhoneEmulator, out_dir) -> Run:
+    """The camera driver reading the emulated phone's MJPEG stream at 320x180, 30 fps, into out_dir."""
+    return Run("phone", role="phone", fps=30, width=320, height=180, source=f"{cam.base_url}/video",
+               out_dir=str(out_dir))
+
+
 def test_mjpeg_stream_stored_byte_identical_with_drops_detected_exactly(tmp_path):
     cam = phone(PhoneFaults(drop_frames=[20, 21, 50, 51, 52, 53, 70]))
     try:
         first_k = cam.clock.count_arrived(pylsl.local_clock())
-        with Run("phone", role="phone", fps=30, width=320, height=180, source=f"{cam.base_url}/video",
-                 out_dir=str(tmp_path)) as run:
+        with phone_run(cam, tmp_path) as run:
             run.wait(20, until=lambda: len(cam.sent) >= 100)
     finally:
         cam.stop()
@@ -112,8 +118,7 @@ def test_mjpeg_stream_stored_byte_identical_with_drops_detected_exactly(tmp_path
 def test_stream_cut_reconnects_and_the_take_shows_the_gap(tmp_path):
     cam = phone(PhoneFaults(cut_at_s=1.5))
     try:
-        with Run("phone", role="phone", fps=30, width=320, height=180, source=f"{cam.base_url}/video",
-                 out_dir=str(tmp_path)) as run:
+        with phone_run(cam, tmp_path) as run:
             run.wait(20, until=lambda: cam.requests.count("/video") >= 2 and len(cam.sent) >= 90)
     finally:
         cam.stop()
@@ -135,8 +140,7 @@ def test_stream_cut_reconnects_and_the_take_shows_the_gap(tmp_path):
 def test_a_url_that_is_not_mjpeg_gets_a_clear_status(tmp_path, serve, message):
     cam = phone(PhoneFaults(serve=serve))
     try:
-        with Run("phone", role="phone", fps=30, width=320, height=180, source=f"{cam.base_url}/video",
-                 out_dir=str(tmp_path)) as run:
+        with phone_run(cam, tmp_path) as run:
             run.wait(10, until=lambda: any(s["last_error"] for s in run.statuses()))
     finally:
         cam.stop()
@@ -148,8 +152,7 @@ def test_a_url_that_is_not_mjpeg_gets_a_clear_status(tmp_path, serve, message):
 def test_truncated_jpegs_are_not_stored_and_leave_a_gap(tmp_path):
     cam = phone(PhoneFaults(truncate_every=10))
     try:
-        with Run("phone", role="phone", fps=30, width=320, height=180, source=f"{cam.base_url}/video",
-                 out_dir=str(tmp_path)) as run:
+        with phone_run(cam, tmp_path) as run:
             run.wait(20, until=lambda: len(cam.sent) >= 60)
     finally:
         cam.stop()
