@@ -77,7 +77,6 @@ class Run:
         return [json.loads(s[0]) for s, _ in self.out["control"]]
 
 
-
 def phone_run(cam: PhoneEmulator, out_dir) -> Run:
     """The camera driver reading the emulated phone's MJPEG stream at 320x180, 30 fps, into out_dir."""
     return Run("phone", role="phone", fps=30, width=320, height=180, source=f"{cam.base_url}/video",
