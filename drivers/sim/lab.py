@@ -31,34 +31,6 @@ class SimLabSettings(BaseModel):
     breaths_per_min: float = Field(14.0, ge=4, le=60)
     rsa: float = Field(0.05, ge=0, lt=0.5, description="relative RR modulation by breathing")
 
-    def pulse_active(self, t: np.ndarray) -> np.ndarray:
-        """True where the trigger output (LED and TTL line) is high at true host time t."""
-        return np.mod(np.asarray(t, dtype=np.float64), self.pulse_period_s) < self.pulse_width_s
-
-    def pulse_overlap(self, a: float, b: float) -> float:
-        """Seconds of the interval [a, b] during which the trigger output is high."""
-        total = 0.0
-        n = math.floor(a / self.pulse_period_s)
-        while n * self.pulse_period_s < b:
-            on = n * self.pulse_period_s
-            total += max(0.0, min(b, on + self.pulse_width_s) - max(a, on))
-            n += 1
-        return total
-
-    def pulse_overlap_many(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Vectorised pulse_overlap for intervals shorter than one pulse period."""
-        a = np.asarray(a, dtype=np.float64)
-        b = np.asarray(b, dtype=np.float64)
-        total = np.zeros(np.broadcast(a, b).shape)
-        n = np.floor(a / self.pulse_period_s)
-        for m in (n, n + 1):
-            on = m * self.pulse_period_s
-            total += np.maximum(0.0, np.minimum(b, on + self.pulse_width_s) - np.maximum(a, on))
-        return total
-
-    def pulse_index(self, t: float) -> int:
-        return int(math.floor(t / self.pulse_period_s))
-
     def breathing(self, t: np.ndarray) -> np.ndarray:
         """-1..1: the subject's breathing cycle at true time t."""
         return np.sin(2 * np.pi * np.asarray(t, dtype=np.float64) * self.breaths_per_min / 60.0)

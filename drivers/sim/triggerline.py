@@ -9,6 +9,7 @@ a pulse every pulse_period_s.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Protocol
@@ -37,16 +38,31 @@ class FreeRunningPulses:
     """A pulse of pulse_width_s every pulse_period_s (rigs without a trigger box, standalone emulators)."""
 
     def __init__(self, sim: SimLabSettings) -> None:
-        self.sim = sim
+        self.period = sim.pulse_period_s
+        self.width = sim.pulse_width_s
 
     def active(self, t: np.ndarray) -> np.ndarray:
-        return self.sim.pulse_active(t)
+        return np.mod(np.asarray(t, dtype=np.float64), self.period) < self.width
 
     def overlap_many(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return self.sim.pulse_overlap_many(a, b)
+        """For intervals shorter than one pulse period."""
+        a = np.asarray(a, dtype=np.float64)
+        b = np.asarray(b, dtype=np.float64)
+        total = np.zeros(np.broadcast(a, b).shape)
+        n = np.floor(a / self.period)
+        for m in (n, n + 1):
+            on = m * self.period
+            total += np.maximum(0.0, np.minimum(b, on + self.width) - np.maximum(a, on))
+        return total
 
     def overlap(self, a: float, b: float) -> float:
-        return self.sim.pulse_overlap(a, b)
+        total = 0.0
+        n = math.floor(a / self.period)
+        while n * self.period < b:
+            on = n * self.period
+            total += max(0.0, min(b, on + self.width) - max(a, on))
+            n += 1
+        return total
 
 
 class PulseEdges:
