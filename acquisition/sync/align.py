@@ -247,10 +247,10 @@ def _reference_edges(pulses: list[Pulse]) -> tuple[dict[str, np.ndarray], dict[s
     return refs, ids
 
 
-def _lsl_only(sid: str, g: h5py.Group, why: str = "") -> StreamSync:
+def _lsl_only(sid: str, g: h5py.Group) -> StreamSync:
     stamps = g["time_stamps"][()]
     tb = make_timebase(stamps, g["clock_offsets"][()], 0.0)  # no dejitter: the stream keeps its own stamps
-    return StreamSync(sid, "lsl", "lsl", tb.base, tb, problem=why)
+    return StreamSync(sid, "lsl", "lsl", tb.base, tb)
 
 
 def _models_by_segment(sid: str, tb: TimeBase, matches: list[Match], rows: list[int],

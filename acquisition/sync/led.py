@@ -9,7 +9,7 @@ half the light, not half the level.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import cv2
@@ -96,5 +96,3 @@ def scale_box(spot: LedSpot, reduce: int) -> tuple[int, int, int, int]:
     x, y, w, h = spot.box
     return x * reduce, y * reduce, w * reduce, h * reduce
 
-
-FrameReader = Callable[[int], bytes]
