@@ -73,6 +73,12 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0 if not problems else 1
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    from acquisition.console.app import run
+
+    return run(args.rig, args.sessions, args.subject, args.protocol, args.operator)
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     from acquisition.sync import sync_take
     from acquisition.sync.report import REPORT_JSON, REPORT_PNG, REPORT_TXT
@@ -350,6 +356,7 @@ def cmd_recorder_service(args: argparse.Namespace) -> int:
         "stop": recorder.stop,
         "status": recorder.status,
         "set_latencies": recorder.set_latencies,
+        "mark": recorder.mark,
     }, on_eof=stop.set)
     server.start()
     stop.wait()
@@ -361,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flexcap", description="Acquisition for a multimodal fitness-capture lab.")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = p.add_subparsers(dest="command", required=True,
-                           metavar="{record,sync,xdf,inspect,validate,streams,driver,emulate}")
+                           metavar="{record,console,sync,xdf,inspect,validate,streams,driver,emulate}")
 
     r = sub.add_parser("record", help="record one take headless")
     r.add_argument("--rig", help="rig file (TOML); default: the simulated lab")
@@ -372,6 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--operator", default="")
     r.add_argument("--sessions", help="where sessions are stored (default: the rig's sessions_dir)")
     r.set_defaults(func=cmd_record)
+
+    c = sub.add_parser("console", help="the operator console (Qt): rig health, previews, signals, visit plan")
+    c.add_argument("--rig", help="rig file (TOML); default: the simulated lab")
+    c.add_argument("--subject", help="open this subject's session at once (pseudonymous id)")
+    c.add_argument("--protocol", help="protocol file of the visit plan (default: the FLEX example)")
+    c.add_argument("--operator", default="")
+    c.add_argument("--sessions", help="where sessions are stored (default: the rig's sessions_dir)")
+    c.set_defaults(func=cmd_console)
 
     y = sub.add_parser("sync", help="align a take's streams to its sync pulses (writes /sync and a report)")
     y.add_argument("take", help="take folder or take.h5")

@@ -102,5 +102,22 @@ def format_inspection(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def summary_line(info: dict[str, Any]) -> str:
+    """The inspection in one line, for the console's take log: length, streams, gaps, cameras, drops, size."""
+    streams = info["streams"]
+    empty = [sid for sid, s in streams.items() if s["samples"] == 0]
+    gaps = sum(s["gaps"] for s in streams.values())
+    cams = info["cameras"]
+    dropped = sum(c.get("dropped", 0) for c in cams.values())
+    broken = [cam for cam, c in cams.items() if "error" in c]
+    parts = [f"{info['duration_s']:.1f} s", f"{len(streams)} streams" + (f" ({len(empty)} empty: {', '.join(empty)})"
+                                                                       if empty else ""),
+             f"{gaps} gaps", f"{len(cams)} cameras, {dropped} frames dropped"
+             + (f", no frame file: {', '.join(broken)}" if broken else ""), f"{info['size_mb']:.0f} MB"]
+    if not info["closed_cleanly"]:
+        parts.append("NOT CLOSED CLEANLY")
+    return ", ".join(parts)
+
+
 def inspection_json(info: dict[str, Any]) -> str:
     return json.dumps(info, indent=2, default=float)

@@ -200,6 +200,20 @@ class Recorder:
             raise RecorderError(take.error)
         return take.summary
 
+    def mark(self, text: str, stamp: float | None = None) -> dict:
+        """An operator event (a repetition boundary, a note) into the take's /markers/events."""
+        if not text.strip():
+            raise RecorderError("an empty mark: give its text")
+        at = pylsl.local_clock() if stamp is None else stamp
+        with self._lock:
+            take = self._take
+            if take is None or take.stop is not None:
+                raise RecorderError("not recording: a mark belongs to a take")
+            if at < take.start:
+                raise RecorderError(f"the mark's time {at:.3f} is before the take's start {take.start:.3f}")
+            take.writer.add_event(at, text)
+        return {"stamp": at}
+
     def status(self) -> dict[str, Any]:
         with self._lock:
             take = self._take

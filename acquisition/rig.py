@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +60,18 @@ class ActiveTake:
     problems: list[str] = field(default_factory=list)
 
 
+def expected_streams(rig: Rig) -> list[dict[str, str]]:
+    """{source_id, stream_id} of every stream the rig publishes: its devices' and the recorder's status."""
+    out = []
+    for dev in rig.enabled_devices():
+        ctx = rig.context(dev.id)
+        for spec in [*driver_class(dev.kind).stream_specs(ctx), status_spec(ctx)]:
+            out.append({"source_id": spec.source_id, "stream_id": spec.stream_id})
+    spec = recorder_status_spec(rig.name)  # the recorder records its own status: offsets, round trips
+    out.append({"source_id": spec.source_id, "stream_id": spec.stream_id})
+    return out
+
+
 class RigController:
     def __init__(self, rig: Rig, sessions_dir: str | Path | None = None) -> None:
         self.rig = rig
@@ -77,23 +91,13 @@ class RigController:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def expected_streams(self) -> list[dict[str, str]]:
-        out = []
-        for dev in self.rig.enabled_devices():
-            ctx = self.rig.context(dev.id)
-            for spec in [*driver_class(dev.kind).stream_specs(ctx), status_spec(ctx)]:
-                out.append({"source_id": spec.source_id, "stream_id": spec.stream_id})
-        spec = recorder_status_spec(self.rig.name)  # the recorder records its own status: offsets, round trips
-        out.append({"source_id": spec.source_id, "stream_id": spec.stream_id})
-        return out
-
     def start(self, wait_s: float | None = None) -> list[str]:
         """Start every driver and the recorder; return the stream ids that did not appear in time."""
         self.supervisor.start()
         settings = json.dumps(self.rig.recorder.model_dump())
         self.recorder = ChildProcess("recorder", ["_recorder", "--settings", settings, "--rig-name", self.rig.name],
                                      on_event=self._on_event)
-        self.recorder.request("connect", streams=self.expected_streams())
+        self.recorder.request("connect", streams=expected_streams(self.rig))
         wait = self.rig.recorder.stream_wait_s if wait_s is None else wait_s
         return self.recorder.request("wait_connected", timeout=wait + 5, wait_s=wait)
 
@@ -197,6 +201,15 @@ class RigController:
         assert self.recorder is not None
         return self.recorder.request("status")
 
+    def mark(self, text: str, stamp: float | None = None) -> float:
+        """An operator event in the recording take (/markers/events); returns its time stamp."""
+        if self.recorder is None or self.active is None:
+            raise RigControlError("no take is recording: a mark belongs to a take")
+        try:
+            return self.recorder.request("mark", text=text, stamp=stamp)["stamp"]
+        except ChildError as exc:
+            raise RigControlError(f"the mark was not stored: {exc}") from exc
+
     def stop_take(self) -> TakeResult:
         active = self.active
         if active is None or self.recorder is None:
@@ -258,20 +271,25 @@ class RigController:
         return TakeResult(active.path, active.started_lsl, stopped, summary, cameras, active.problems, sync)
 
     @staticmethod
-    def align(take_dir: Path) -> dict[str, Any]:
+    def align(take_dir: Path, timeout_s: float = 600.0) -> dict[str, Any]:
         """Run the sync controller on a finished take: its verdict ({level, text}) and the latency it
-        measured per aligned stream. Never raises: a take that cannot be aligned keeps its LSL-corrected
-        stamps and says why."""
-        from acquisition.sync import sync_take
-
+        measured per aligned stream. It runs in a child process (`flexcap sync TAKE --json`): decoding
+        frames and fitting must not hold this process's interpreter (the console's event loop), and a
+        crash there must not take the controller with it. Never raises: a take that cannot be aligned
+        keeps its LSL-corrected stamps and says why."""
+        cmd = [sys.executable, "-m", "acquisition.cli", "sync", str(take_dir), "--json"]
         try:
-            ts, verdict = sync_take(take_dir)
-        except Exception as exc:  # the take is safe on disk; alignment can be run again (flexcap sync)
-            log.exception("aligning %s failed", take_dir)
-            return {"level": "red", "text": f"alignment failed: {type(exc).__name__}: {exc} (run flexcap sync)"}
-        latency = {sid: round(s.latency_s * 1e3, 4) for sid, s in ts.streams.items()
-                   if s.kind in ("emg", "camera", "ecg") and s.latency_s is not None}
-        return {"level": verdict.level, "text": verdict.text, "latency_ms": latency}
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+            report = json.loads(done.stdout)
+        except subprocess.TimeoutExpired:
+            return {"level": "red", "text": f"alignment did not finish within {timeout_s:g} s (run flexcap sync)"}
+        except ValueError:  # the take is safe on disk; alignment can be run again
+            last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+            log.error("aligning %s failed: %s", take_dir, done.stderr)
+            return {"level": "red", "text": f"alignment failed: {last} (run flexcap sync)"}
+        latency = {r["stream"]: r["latency_ms"] for r in report["streams"]
+                   if r["kind"] in ("emg", "camera", "ecg") and r["latency_ms"] is not None}
+        return {"level": report["verdict"], "text": report["text"], "latency_ms": latency}
 
     def _write_truth(self, take_dir: Path) -> None:
         sources = self.supervisor.truth_sources()

@@ -63,6 +63,10 @@ class Session:
     def info(self) -> SessionInfo:
         return SessionInfo.model_validate({k: self.data.get(k, "") for k in SessionInfo.model_fields})
 
+    def reload(self) -> None:
+        """Read session.json again: another Session object (the rig's, per take) may have written it."""
+        self.data = json.loads(self.file.read_text())
+
     def record_take(self, entry: dict[str, Any]) -> None:
         self.data["takes"].append(entry)
         self.save()
