@@ -1,0 +1,24 @@
+"""`flexcap console`: the QApplication around the console window."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from PyQt6.QtCore import QTimer
+from PyQt6.QtWidgets import QApplication
+
+from acquisition.console.window import ConsoleWindow
+
+
+def run(rig: str | None, sessions: str | None, subject: str | None, protocol: str | None, operator: str) -> int:
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("flexcap console")
+    window = ConsoleWindow(rig, sessions, subject, protocol, operator)
+    window.show()
+    # Ctrl-C in the terminal closes the window the normal way (a recording take is stopped and kept)
+    signal.signal(signal.SIGINT, lambda *_: window.close())
+    tick = QTimer()  # lets Python run its signal handlers while Qt's loop waits
+    tick.start(250)
+    tick.timeout.connect(lambda: None)
+    return app.exec()
