@@ -21,7 +21,8 @@ from acquisition.console.feed import LiveFeed
 
 WINDOW_S = 5.0          # EMG and ECG
 TREND_S = 300.0         # heart and breathing rate
-POINTS_PER_TRACE = 700  # min/max pairs: about one per screen column
+POINTS_PER_TRACE = 300  # min/max pairs: one per three screen columns of a 900-px plot
+SCALE_EVERY_S = 1.0     # a lane's offset and scale are re-measured this often, not every frame
 LANE_COLORS = ["#4fc3f7", "#81c784", "#ffb74d", "#e57373", "#ba68c8", "#4db6ac", "#fff176", "#90a4ae"]
 MARK_PENS = {"pulse": pg.mkPen("#ffd54f", width=1), "mark": pg.mkPen("w", width=1, style=Qt.PenStyle.DashLine),
              "take": pg.mkPen("#66bb6a", width=2)}
@@ -53,6 +54,8 @@ class Lane:
     label: str
     curve: pg.PlotDataItem
     scale: float = 0.0
+    center: float = 0.0
+    scaled_at: float = -np.inf
 
 
 class _Markers:
@@ -70,7 +73,9 @@ class _Markers:
             self.plot.addItem(line, ignoreBounds=True)
             self.lines.append(line)
         for line, (x, kind, text) in zip(self.lines, marks, strict=False):
-            line.setPen(MARK_PENS.get(kind, MARK_PENS["mark"]))
+            if getattr(line, "kind", None) != kind:
+                line.kind = kind
+                line.setPen(MARK_PENS.get(kind, MARK_PENS["mark"]))
             if self.labelled:
                 line.label.setFormat(text)
             line.setValue(x)
@@ -186,10 +191,13 @@ class LivePlots(QWidget):
                 continue
             stamps, values = snap
             y = values[:, lane.column]
-            y = y - np.median(y)
-            peak = float(np.percentile(np.abs(y), 99.5)) or 1.0
-            lane.scale = peak if lane.scale == 0 else max(peak, 0.9 * lane.scale)  # rises at once, falls slowly
-            x, yy = peak_reduce(stamps - now, y / (2.2 * lane.scale), POINTS_PER_TRACE)
+            if now - lane.scaled_at >= SCALE_EVERY_S:
+                lane.scaled_at = now
+                sample = y[::4]
+                lane.center = float(np.median(sample))
+                peak = float(np.percentile(np.abs(sample - lane.center), 99.5)) or 1.0
+                lane.scale = peak if lane.scale == 0 else max(peak, 0.7 * lane.scale)  # rises at once, falls slowly
+            x, yy = peak_reduce(stamps - now, (y - lane.center) * (1 / (2.2 * lane.scale)), POINTS_PER_TRACE)
             lane.curve.setData(x, yy)
         self._draw_single("ECG", self.ecg_curve, WINDOW_S, now)
         hr = self._draw_single("HeartRate", self.hr_curve, TREND_S, now)
