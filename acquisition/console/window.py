@@ -229,7 +229,7 @@ class ConsoleWindow(QMainWindow):
         self.middle.addWidget(self.plots)
         self.middle.setSizes([200, 780])
         self.previews.enlarged_changed.connect(
-            lambda big: self.middle.setSizes([620, 360] if big else [200, 780]))
+            lambda big: self.middle.setSizes([460, 520] if big else [200, 780]))
         self.plot_timer.timeout.connect(self.plots.refresh)
         self.plot_timer.start(PLOT_INTERVAL_MS)
         self.preview_timer.timeout.connect(lambda: self.previews.refresh(self.feed.status_snapshot()))
@@ -495,7 +495,7 @@ class ConsoleWindow(QMainWindow):
             return
         statuses = self.feed.status_snapshot()
         now = pylsl.local_clock()
-        if self.recording:  # each camera's drop count when the take began: its first status that is all in the take
+        if self.recording:  # each camera's drop count at the take's start: its first status wholly inside the take
             for device, (status, at) in statuses.items():
                 if device not in self.drops_at_start and at > self.recording["started_lsl"] + 1.0:
                     self.drops_at_start[device] = int(status.get("drops", 0))
@@ -504,8 +504,9 @@ class ConsoleWindow(QMainWindow):
         self._report_never_connected(statuses, rows, now)
         disk = self.feed.disk_snapshot()
         low = int(self.rig.recorder.min_free_disk_mb * 1e6 * LOW_DISK_FACTOR)
+        in_take = self.recording is not None and self.busy != "stop_take"  # drops while stopping are not the take's
         self.banner.raise_alarms(alarms(rows, self.drops_at_start, camera_ids(self.rig), disk.free_bytes,
-                                        disk.rate_bytes_s, low, self.recording is not None))
+                                        disk.rate_bytes_s, low, in_take))
         free = human_bytes(disk.free_bytes)
         if self.recording and self.busy != "stop_take":
             elapsed = time.monotonic() - self.started_mono
