@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from drivers.runtime.process import die_with_parent
@@ -51,6 +52,9 @@ def cmd_record(args: argparse.Namespace) -> int:
                   "recording the others", file=sys.stderr)
         for problem in ctl.camera_problems():
             print(f"flexcap: before the take: {problem}", file=sys.stderr)
+        if args.settle > 0:  # 17 processes have just started: device clock fits settle on late first arrivals
+            print(f"flexcap: letting the rig settle for {args.settle:g} s")
+            time.sleep(args.settle)
 
         def progress(elapsed: float, status: dict) -> None:
             counts = status["streams"]
@@ -378,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rep", type=int, required=True, help="repetition number (1, 2, ...)")
     r.add_argument("--operator", default="")
     r.add_argument("--sessions", help="where sessions are stored (default: the rig's sessions_dir)")
+    r.add_argument("--settle", type=float, default=5.0, metavar="S",
+                   help="seconds between the rig's start and the take (default 5: the devices' clock fits settle)")
     r.set_defaults(func=cmd_record)
 
     c = sub.add_parser("console", help="the operator console (Qt): rig health, previews, signals, visit plan")
