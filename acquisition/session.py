@@ -68,6 +68,7 @@ class Session:
         self.data = json.loads(self.file.read_text())
 
     def record_take(self, entry: dict[str, Any]) -> None:
+        self.reload()  # another Session object (the console's plan) may have written since this one read
         self.data["takes"].append(entry)
         self.save()
 

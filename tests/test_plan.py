@@ -82,3 +82,17 @@ def test_a_session_without_a_plan_needs_a_protocol(tmp_path):
     session = Session(tmp_path, "S08", load_rig(), date="2026-11-22")
     with pytest.raises(ProtocolError, match="the session has no visit plan yet; give a protocol"):
         VisitPlan(session)
+
+
+def test_a_take_recorded_through_another_session_object_keeps_a_bad_mark(tmp_path):
+    """The console's plan and the rig's per-take Session both write session.json: neither may drop the
+    other's change."""
+    rig = load_rig()
+    plan = VisitPlan(Session(tmp_path, "S05", rig), load_protocol(FLEX_PROTOCOL))
+    plan.session.record_take({"take": "001_back_squat_1", "action": "back_squat", "repetition": 1})
+    rigs_view = Session(tmp_path, "S05", rig)  # read before the take is marked bad, as a recording take's is
+    plan.mark_bad("001_back_squat_1", "bar slipped")
+    rigs_view.record_take({"take": "002_back_squat_2", "action": "back_squat", "repetition": 2})
+    takes = json.loads(plan.session.file.read_text())["takes"]
+    assert [(t["take"], t.get("bad", False)) for t in takes] == [("001_back_squat_1", True),
+                                                                 ("002_back_squat_2", False)]
