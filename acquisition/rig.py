@@ -279,17 +279,21 @@ class RigController:
         keeps its LSL-corrected stamps and says why."""
         cmd = [sys.executable, "-m", "acquisition.cli", "sync", str(take_dir), "--json"]
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-            report = json.loads(done.stdout)
+            done = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout_s)
         except subprocess.TimeoutExpired:
             return {"level": "red", "text": f"alignment did not finish within {timeout_s:g} s (run flexcap sync)"}
-        except ValueError:  # the take is safe on disk; alignment can be run again
+        except OSError as exc:  # could not start the child (no memory, no file handles)
+            return {"level": "red", "text": f"alignment did not start: {exc} (run flexcap sync)"}
+        if done.stderr.strip():
+            log.warning("aligning %s: %s", take_dir, done.stderr.strip())
+        try:
+            report = json.loads(done.stdout)
+            latency = {r["stream"]: r["latency_ms"] for r in report["streams"]
+                       if r["kind"] in ("emg", "camera", "ecg") and r["latency_ms"] is not None}
+            return {"level": report["verdict"], "text": report["text"], "latency_ms": latency}
+        except (ValueError, KeyError, TypeError):  # the take is safe on disk; alignment can be run again
             last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
-            log.error("aligning %s failed: %s", take_dir, done.stderr)
             return {"level": "red", "text": f"alignment failed: {last} (run flexcap sync)"}
-        latency = {r["stream"]: r["latency_ms"] for r in report["streams"]
-                   if r["kind"] in ("emg", "camera", "ecg") and r["latency_ms"] is not None}
-        return {"level": report["verdict"], "text": report["text"], "latency_ms": latency}
 
     def _write_truth(self, take_dir: Path) -> None:
         sources = self.supervisor.truth_sources()
