@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -156,7 +157,7 @@ class PreviewGrid(QWidget):
     def __init__(self, cameras: list[str], parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.tiles = {c: PreviewTile(c) for c in cameras}
-        self.readers: dict[str, tuple[Path, PreviewReader]] = {}
+        self.readers: dict[str, tuple[tuple[Path, int], PreviewReader]] = {}
         self.enlarged: str | None = None
         self.grid = QGridLayout(self)
         self.grid.setContentsMargins(0, 0, 0, 0)
@@ -189,23 +190,33 @@ class PreviewGrid(QWidget):
             tile.overlay = f"{cam}  {fps}  {status.get('drops', 0)} drops"
             path = status.get("preview")
             reader = self._reader(cam, Path(path)) if path else None
-            got = reader.read() if reader is not None else None
+            try:
+                got = reader.read() if reader is not None else None
+            except (ValueError, OSError, struct.error):  # a restarting camera rewrites its file
+                self.readers.pop(cam, None)
+                got = None
             if got is not None:
                 tile.set_frame(got[0])
             elif not tile.isHidden():
                 tile.update()
 
     def _reader(self, cam: str, path: Path) -> PreviewReader | None:
+        """The reader of this camera's preview file; a restarted camera writes a new file at the same
+        path, so the file's identity (inode) decides, not its name."""
+        try:
+            ident = (path, path.stat().st_ino)
+        except OSError:
+            return None
         known = self.readers.get(cam)
-        if known is not None and known[0] == path:
+        if known is not None and known[0] == ident:
             return known[1]
         try:
-            reader = PreviewReader(path)  # a restarted camera writes a new file
+            reader = PreviewReader(path)
         except (OSError, ValueError):
             return None
         if known is not None:
             known[1].close()
-        self.readers[cam] = (path, reader)
+        self.readers[cam] = (ident, reader)
         return reader
 
 

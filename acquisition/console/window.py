@@ -5,7 +5,6 @@ is non-blocking (`open()`), so the event loop never waits on a device, a file or
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +84,6 @@ class ConsoleWindow(QMainWindow):
         self.rig_ready = False
         self.recording: dict[str, Any] | None = None   # the take being recorded
         self.busy = ""                                  # a request in flight that locks Record/Stop
-        self.started_mono = 0.0
         self.drops_at_start: dict[str, int] = {}
         self.stopped_devices: set[str] = set()
         self.seen_connected: set[str] = set()
@@ -170,6 +168,10 @@ class ConsoleWindow(QMainWindow):
         self.open_rig_action = QAction("Open rig...", self)
         self.open_rig_action.triggered.connect(self.choose_rig)
         file_menu.addAction(self.open_rig_action)
+        self.retry_rig_action = QAction("Start the rig again", self)
+        self.retry_rig_action.setEnabled(False)
+        self.retry_rig_action.triggered.connect(self.retry_rig)
+        file_menu.addAction(self.retry_rig_action)
         session_action = QAction("Session...", self)
         session_action.triggered.connect(self.edit_session)
         file_menu.addAction(session_action)
@@ -251,6 +253,11 @@ class ConsoleWindow(QMainWindow):
         self.statusBar().showMessage(f"Starting {len(rig.enabled_devices())} devices and the recorder...")
         self._request("start_rig")
 
+    def retry_rig(self) -> None:
+        self.retry_rig_action.setEnabled(False)
+        self.statusBar().showMessage("Starting the rig again...")
+        self._request("start_rig")
+
     def _request(self, name: str, **args: Any) -> None:
         if self.worker is None:
             self.message("No rig", "Open a rig file first (File > Open rig...).")
@@ -261,10 +268,6 @@ class ConsoleWindow(QMainWindow):
         self._update_buttons()
 
     def device_action(self, action: str, device: str) -> None:
-        if action == "disconnect":
-            self.stopped_devices.add(device)
-        else:
-            self.stopped_devices.discard(device)
         self.statusBar().showMessage(f"{action} {device}...")
         self._request("device", action=action, device=device)
 
@@ -282,7 +285,7 @@ class ConsoleWindow(QMainWindow):
 
     def mark_last_bad(self) -> None:
         state = self.plan.state
-        if self.recording or not state or not state.get("last_take"):
+        if self.recording or self.busy or not state or not state.get("last_take"):
             self.statusBar().showMessage("No finished take to mark bad")
             return
         take = state["last_take"]
@@ -387,6 +390,9 @@ class ConsoleWindow(QMainWindow):
                   "preflight": "The pre-flight check did not run", "mark_bad": "The take was not marked bad"}
         if name == "start_take":
             self.take_label.setText("")
+        if name == "start_rig":
+            self.retry_rig_action.setEnabled(True)
+            self.statusBar().showMessage("The rig did not start: File > Start the rig again")
         if name == "preflight":
             self.plan.preflight.setText("Pre-flight: did not run")
         if name == "stop_take":
@@ -396,6 +402,8 @@ class ConsoleWindow(QMainWindow):
         self._update_buttons()
         if name == "shutdown":
             self._finish_close()
+        elif name in ("start_take", "stop_take") and self.close_when_idle:
+            self._shutdown()  # the operator asked to close: whatever was recorded is on disk
 
     def _worker_event(self, name: str, payload: Any) -> None:
         if name == "take_stopping":
@@ -405,6 +413,7 @@ class ConsoleWindow(QMainWindow):
 
     def _on_start_rig(self, result: dict[str, Any]) -> None:
         self.rig_ready = True
+        self.retry_rig_action.setEnabled(False)
         self.rig_ready_at = pylsl.local_clock()
         missing = result["missing"]
         self.statusBar().showMessage("Rig running" + (f"; missing: {', '.join(missing)}" if missing else ""))
@@ -431,7 +440,6 @@ class ConsoleWindow(QMainWindow):
 
     def _on_start_take(self, result: dict[str, Any]) -> None:
         self.recording = result
-        self.started_mono = time.monotonic()
         self.feed.watch_take(Path(result["path"]))
         self.drops_at_start = {}
         self.take_label.setText(f"<b>recording {result['take']}</b>")
@@ -440,9 +448,10 @@ class ConsoleWindow(QMainWindow):
         step = next((s for s in (self.plan.state or {}).get("steps", [])
                      if s["action"] == result["action"] and s["repetition"] == result["repetition"]), None)
         self.auto_stop_s = step["duration_s"] if step else None
-        if self.auto_stop_s:  # the protocol's take length: stop by itself, to the millisecond timer's accuracy
+        if self.auto_stop_s:  # the protocol's take length, counted from the take's start on the LSL clock
             take = result["take"]
-            QTimer.singleShot(int(self.auto_stop_s * 1000),
+            left = result["started_lsl"] + self.auto_stop_s - pylsl.local_clock()
+            QTimer.singleShot(max(0, int(left * 1000)),
                               lambda: self.recording and self.recording["take"] == take and self.stop())
         for p in result["problems"]:
             self.banner.add(f"start:{p}", p)
@@ -476,6 +485,10 @@ class ConsoleWindow(QMainWindow):
         self.statusBar().showMessage(f"marked: {result['text']}", 3000)
 
     def _on_device(self, result: dict[str, Any]) -> None:
+        if result["action"] == "disconnect":  # grey, and no alarm, only once it is really stopped
+            self.stopped_devices.add(result["device"])
+        else:
+            self.stopped_devices.discard(result["device"])
         self.statusBar().showMessage(f"{result['device']}: {result['action']} done", 5000)
 
     def _on_preflight(self, result: dict[str, Any]) -> None:
@@ -509,7 +522,7 @@ class ConsoleWindow(QMainWindow):
                                         disk.rate_bytes_s, low, in_take))
         free = human_bytes(disk.free_bytes)
         if self.recording and self.busy != "stop_take":
-            elapsed = time.monotonic() - self.started_mono
+            elapsed = now - self.recording["started_lsl"]
             self.elapsed.setText(clock_text(elapsed))
             left = f"{clock_text(disk.free_bytes / disk.rate_bytes_s)} left" if disk.rate_bytes_s > 0 else "measuring"
             target = f" of {self.auto_stop_s:g} s" if self.auto_stop_s else ""
@@ -550,7 +563,9 @@ class ConsoleWindow(QMainWindow):
         """A non-blocking dialog that names the problem; the console stays usable behind it."""
         log.warning("%s: %s", title, text)
         box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, self)
-        self._open_dialog(box)
+        box.setWindowModality(Qt.WindowModality.NonModal)  # Stop and the keys keep working behind it
+        self.dialogs.append(box)
+        box.show()
 
     def show_help(self) -> None:
         rows = "".join(f"<tr><td><b>{k}</b>&nbsp;&nbsp;</td><td>{d}</td></tr>" for k, d, _ in SHORTCUTS)

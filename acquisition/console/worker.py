@@ -63,8 +63,9 @@ class RigWorker(QObject):
 
     # -- the rig ------------------------------------------------------------------------------------
     def do_start_rig(self) -> dict[str, Any]:
-        if self.ctl is None:
-            self.ctl = RigController(self.rig, self.sessions_dir)
+        if self.ctl is not None:  # a retry after a failed start: stop what the first attempt started
+            self.ctl.close()
+        self.ctl = RigController(self.rig, self.sessions_dir)
         missing = self.ctl.start()
         self._watch = QTimer(self)  # the recorder may stop a take itself (disk full): finish it here
         self._watch.timeout.connect(self._check_stop_requested)
@@ -142,6 +143,8 @@ class RigWorker(QObject):
         return self.plan_state()
 
     def do_mark_bad(self, take: str, reason: str) -> dict[str, Any]:
+        if self.ctl is not None and self.ctl.active is not None:
+            raise WorkerError(f"a take is recording: mark {take} bad once it has stopped")
         self._plan().mark_bad(take, reason)
         return self.plan_state()
 
@@ -170,7 +173,10 @@ class RigWorker(QObject):
         return out
 
     def do_mark(self, text: str, stamp: float) -> dict[str, Any]:
-        return {"text": text, "stamp": self._controller().mark(text, stamp)}
+        try:
+            return {"text": text, "stamp": self._controller().mark(text, stamp)}
+        except Exception as exc:  # say what was not stored, so the operator can note it elsewhere
+            raise WorkerError(f"{exc}. The mark was: {text!r}") from exc
 
     def _check_stop_requested(self) -> None:
         ctl = self.ctl
