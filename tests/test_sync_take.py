@@ -47,7 +47,10 @@ def test_every_stream_is_on_true_time(sim_take):
             raw = f["streams"][sid]["time_stamps"][()]
             assert len(corrected) == len(raw) == len(t), sid
             err = np.abs(corrected - t)
-            assert np.percentile(err, 95) < target, (sid, np.percentile(err, 95))
+            # against true time, the box's own clock on this host adds an error common to every stream, which
+            # the take reports once (reference_error95_s, ~0.1 ms: half a pty round trip, more when busy)
+            reference = f["sync"].attrs["reference_error95_s"]
+            assert np.percentile(err, 95) < target + reference, (sid, np.percentile(err, 95), reference)
             # the stamps as recorded carry the device's latency (10 ms to 150 ms here): that is what was removed
             latency = truth["devices"]["chest" if sid == "chest_ecg" else sid]["latency_s"]
             assert abs(np.median(raw - t) - latency) < 0.01, sid

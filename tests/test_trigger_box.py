@@ -196,7 +196,9 @@ def test_a_byte_box_gets_its_bytes_at_the_train_times():
     assert [p["timing"] for p in done["pulses"]] == ["host write"] * 4
     widths = [p["fall_lsl"] - p["rise_lsl"] for p in done["pulses"]]
     np.testing.assert_allclose(widths, np.array(fired["durations_us"][::2]) / 1e6, atol=3e-3)
-    # the pulse times are when the bytes left, a little before they arrived at the box
+    # the pulse times are when the bytes left, a little before they arrived at the box; the driver stamps a
+    # write when write() returns, and on a busy 2-core machine its thread can be descheduled for a fraction
+    # of a millisecond before that (seen: 0.11 ms), so the reader may stamp the arrival slightly earlier
     rises = np.array([p["rise_lsl"] for p in done["pulses"]])
     arrived = np.array([t for b, t in arrivals if b == 0x81])
-    assert np.all((arrived - rises > -1e-4) & (arrived - rises < 0.05))
+    assert np.all((arrived - rises > -1e-3) & (arrived - rises < 0.05)), arrived - rises
