@@ -48,7 +48,7 @@ SHORTCUTS = [
     ("Ctrl+P", "Run the pre-flight check", "preflight"),
     ("F1", "Show these keyboard shortcuts", "show_help"),
 ]
-PLOT_INTERVAL_MS = 50      # live signals at 20 Hz
+PLOT_INTERVAL_MS = 66      # live signals at 15 Hz: smooth enough to watch, a quarter less drawing than 20 Hz
 PREVIEW_INTERVAL_MS = 80   # previews at 12.5 Hz, the cameras' preview rate
 STATUS_INTERVAL_MS = 500   # rig panel, alarms, record bar
 NEVER_CONNECTED_S = 5.0   # after the rig is up: a device still not connected is reported
