@@ -22,7 +22,7 @@ from drivers.runtime.driver import STATUS_TYPE
 
 log = logging.getLogger(__name__)
 
-PULL_INTERVAL_S = 0.04  # the plots redraw at 20 Hz
+PULL_INTERVAL_S = 0.04  # 25 Hz: the plots redraw at 15 Hz
 DISK_INTERVAL_S = 1.0
 # what the console draws, by LSL stream type: (ring length in seconds, channel types kept)
 SIGNAL_TYPES = {"EMG": (6.0, ("EMG",)), "ECG": (12.0, ("ECG",)), "HeartRate": (600.0, ("HR",)),
