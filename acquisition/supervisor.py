@@ -36,6 +36,11 @@ def write_rig_snapshot(rig: Rig) -> str:
 EMULATOR_COMMANDS = {"emg": ["emulate", "emg"], "camera": ["emulate", "camera"], "trigger": ["emulate", "trigger"]}
 
 
+def camera_ids(rig: Rig) -> list[str]:
+    """The rig's enabled devices that write frame files, in the rig file's order."""
+    return [d.id for d in rig.enabled_devices() if driver_class(d.kind).writes_frames]
+
+
 class Supervisor:
     def __init__(self, rig: Rig, on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.rig = rig
@@ -108,7 +113,7 @@ class Supervisor:
         return [c for c in self.camera_ids() if c in self.children]
 
     def camera_ids(self) -> list[str]:
-        return [d.id for d in self.rig.enabled_devices() if driver_class(d.kind).writes_frames]
+        return camera_ids(self.rig)
 
     def truth_sources(self) -> list[ChildProcess]:
         """Processes that know a simulated device's true timing: sim drivers, drivers that emulate (part

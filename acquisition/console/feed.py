@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pylsl
 
+from acquisition.recorder import stream_meta
 from drivers.runtime.driver import STATUS_TYPE
 
 log = logging.getLogger(__name__)
@@ -201,14 +202,8 @@ class LiveFeed:
         if info.type() == STATUS_TYPE:
             return _Inlet(sid, pylsl.StreamInlet(info, max_buflen=5), "status")
         full = pylsl.StreamInlet(info, max_buflen=5)
-        desc = full.info(timeout=5.0)  # the full description: channel labels
-        labels, units, types = [], [], []
-        ch = desc.desc().child("channels").child("channel")
-        while not ch.empty():
-            labels.append(ch.child_value("label"))
-            units.append(ch.child_value("unit"))
-            types.append(ch.child_value("type"))
-            ch = ch.next_sibling("channel")
+        meta = stream_meta(sid, full.info(timeout=5.0))  # the full description: channel labels
+        labels, units, types = meta.labels, meta.units, meta.types
         if info.type() == "Markers" and labels == [PULSE_LABEL]:
             return _Inlet(sid, full, "pulses")
         if info.type() not in SIGNAL_TYPES:

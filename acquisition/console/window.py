@@ -31,9 +31,10 @@ from acquisition.console.health import alarms, device_rows
 from acquisition.console.planpanel import PlanPanel, SessionDialog
 from acquisition.console.plots import LivePlots
 from acquisition.console.widgets import Banner, PreviewGrid, RigPanel
-from acquisition.console.worker import RigWorker, camera_ids, device_kinds
+from acquisition.console.worker import RigWorker, device_kinds
 from acquisition.lslconfig import apply_lsl_settings
 from acquisition.rig import expected_streams
+from acquisition.supervisor import camera_ids
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,7 @@ class ConsoleWindow(QMainWindow):
         wanted = {s["source_id"]: s["stream_id"] for s in expected_streams(rig)}
         self.feed = LiveFeed(wanted, sessions)
         self.feed.start()
-        self.previews = PreviewGrid(sorted(camera_ids(rig), key=[d.id for d in rig.enabled_devices()].index))
+        self.previews = PreviewGrid(camera_ids(rig))
         self.plots = LivePlots(self.feed)
         self.middle_placeholder.setParent(None)
         self.middle.addWidget(self.previews)

@@ -24,7 +24,6 @@ from acquisition.plan import FLEX_PROTOCOL, ProtocolError, VisitPlan, load_proto
 from acquisition.rig import RigController, expected_streams
 from acquisition.session import Session, SessionInfo
 from acquisition.validate import validate_take
-from drivers.registry import driver_class
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +226,3 @@ class RigWorker(QObject):
 
 def device_kinds(rig: Rig) -> list[tuple[str, str]]:
     return [(d.id, d.kind) for d in rig.enabled_devices()]
-
-
-def camera_ids(rig: Rig) -> set[str]:
-    return {d.id for d in rig.enabled_devices() if driver_class(d.kind).writes_frames}
