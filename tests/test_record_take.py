@@ -39,8 +39,8 @@ def test_take_validates_and_has_every_stream(sim_take):
         assert f.attrs["format"] == "flexcap.take" and f.attrs["format_version"] == 1
         assert f.attrs["subject"] == "S01" and f.attrs["action"] == "squat" and f.attrs["repetition"] == 1
         assert f.attrs["take"] == "001_squat_1"
-        # 6 s, then the end train (under a second) and the settling time for the slowest device
-        assert 6.9 <= f.attrs["stopped_lsl"] - f.attrs["started_lsl"] < 8.0
+        # 12 s, then the end train (under a second) and the settling time for the slowest device
+        assert 12.9 <= f.attrs["stopped_lsl"] - f.attrs["started_lsl"] < 14.0
         assert json.loads(f.attrs["rig"])["name"] == "simlab"
         assert set(f["cameras"]) == {"cam1", "cam2", "cam3", "cam4", "phone"}
 
@@ -87,9 +87,9 @@ def test_trigger_pulses_are_recorded_once_each(sim_take):
         markers = [json.loads(row[0]) for row in stream_strings(f["streams/trigger_pulses"])]
         stamps = f["streams/trigger_pulses/time_stamps"][()]
         trigger = f["streams/emg1/time_series"][:, -2]
-    assert len(fired) == 12  # a train of 4 pulses at the start, one 5 s later, one at the end
+    assert len(fired) == 16  # a train of 4 pulses at the start, one 5 s and 10 s later, one at the end
     assert [(m["train"], m["pulse"]) for m in markers] == [(seq, i) for seq, i, _, _ in fired]
-    assert [m["label"] for m in markers] == ["take_start"] * 4 + ["periodic"] * 4 + ["take_end"] * 4
+    assert [m["label"] for m in markers] == ["take_start"] * 4 + ["periodic"] * 8 + ["take_end"] * 4
     assert [m["train"] for m in markers[:1]] == [box["trains"][0]["seq"]]
     rises = np.array([r for _, _, r, _ in fired])
     falls = np.array([fa for _, _, _, fa in fired])
@@ -102,7 +102,7 @@ def test_trigger_pulses_are_recorded_once_each(sim_take):
         widths = [round((fa - r) * 1000) for r, fa in t["pulses"]]
         assert widths == [(120 if (t["seq"] >> i) & 1 else 80) for i in range(4)]
     # the EMG trigger channel rises once per pulse
-    assert int(np.sum((trigger[1:] > 0.5) & (trigger[:-1] <= 0.5))) == 12
+    assert int(np.sum((trigger[1:] > 0.5) & (trigger[:-1] <= 0.5))) == 16
 
 
 def test_chest_streams_are_complete(sim_take):
