@@ -52,6 +52,8 @@ BOARD_WHITE, BOARD_BLACK = 225, 25  # printed board under lab light: neither pap
 _SHIFT = 4  # fixed-point bits for sub-pixel polygon and circle drawing
 _ONE = 1 << _SHIFT
 _ZERO3 = np.zeros(3)
+HOLD_S, MOVE_S = 1.0, 1.0  # a handheld board: still for a second at each pose, a second to the next
+FLOOR_EVERY = 12
 # board texture pyramid, sqrt(2) apart, each level generated directly (even sizes: the margin is half a square)
 _TEXTURE_PX_PER_SQUARE = (10, 14, 20, 28, 40, 56, 80, 112, 160)
 _SHIRT, _SKIN, _SHORTS, _SHOES = (150, 80, 40), (120, 150, 200), (50, 50, 60), (35, 35, 38)
@@ -191,9 +193,10 @@ def lab_cameras() -> dict[str, CameraModel]:
 class SceneSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    board: Literal["static", "moving", "none"] = Field(
+    board: Literal["static", "moving", "handheld", "none"] = Field(
         "static", description="static: lying on the floor at the centre, seen by all four cinema cameras; "
-        "moving: carried around the centre for a calibration take")
+        "moving: carried around the centre for a calibration take; handheld: the same sweep as an operator "
+        "calibrating does it, held still for HOLD_S at each pose (and laid on the floor every FLOOR_EVERY poses)")
     squares_x: int = Field(7, ge=3, le=20)
     squares_y: int = Field(5, ge=3, le=20)
     square_m: float = Field(0.10, gt=0.0, le=0.5)
@@ -422,6 +425,11 @@ class Scene:
         CharucoBoard object points (origin at the squares' outer top-left corner)."""
         if self.settings.board == "moving":
             return self._moving_pose(t)
+        if self.settings.board == "handheld":
+            return self._handheld_pose(t)
+        return self._floor_pose()
+
+    def _floor_pose(self) -> tuple[np.ndarray, np.ndarray]:
         # Static: lying face up on the floor at the centre. A one-sided board standing up can face at
         # most two of the four corner cameras; flat on the floor all four see it (at 58-68 degrees).
         z_b = np.array([0.0, 0.0, -1.0])
@@ -445,6 +453,40 @@ class Scene:
         roll = 0.45 * math.sin(w * t / 6.5 + 2.0)
         front = np.array([math.cos(tilt) * math.cos(yaw), math.cos(tilt) * math.sin(yaw), math.sin(tilt)])
         return self._pose_facing(center, front, roll)
+
+    def _hold_pose(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k-th pose an operator holds the board still at, walking it over the capture area (so that it
+        reaches the edges of the cameras' images) at 0.6-1.8 m, facing between two cameras in turn, tilted
+        and rolled; flat on the floor at the centre every FLOOR_EVERY poses (the view that sets the world
+        frame). Each pose is drawn from its own seed: the same k is always the same pose."""
+        if k % FLOOR_EVERY == 0:
+            return self._floor_pose()
+        rng = np.random.default_rng([self.sim.seed, k])
+        centre = np.array([rng.uniform(-1.5, 1.5), rng.uniform(-1.5, 1.5), rng.uniform(0.6, 1.8)])
+        yaw = k * math.pi / 2 + rng.uniform(-0.6, 0.6)  # +x (between cam1 and cam4), +y, -x, -y, ...
+        tilt = rng.uniform(-0.35, 0.55)
+        front = np.array([math.cos(tilt) * math.cos(yaw), math.cos(tilt) * math.sin(yaw), math.sin(tilt)])
+        return self._pose_facing(centre, front, rng.uniform(-0.5, 0.5))
+
+    def hold_index(self, t: float) -> int | None:
+        """Which held pose the board is still at, at time t (None while it moves)."""
+        k, into = divmod(t, HOLD_S + MOVE_S)
+        return int(k) if into < HOLD_S else None
+
+    def _handheld_pose(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        k, into = divmod(t, HOLD_S + MOVE_S)
+        Ra, ta = self._hold_pose(int(k))
+        if into < HOLD_S:
+            return Ra, ta
+        Rb, tb = self._hold_pose(int(k) + 1)
+        u = (into - HOLD_S) / MOVE_S
+        u = u * u * (3 - 2 * u)  # smooth start and stop
+        turn = cv2.Rodrigues(Rb @ Ra.T)[0] * u
+        R = cv2.Rodrigues(turn)[0] @ Ra
+        # the board's centre moves on a straight line (its origin corner follows the rotation)
+        mid = np.array([self.board_size_m[0] / 2, self.board_size_m[1] / 2, 0.0])
+        centre = (1 - u) * (Ra @ mid + ta) + u * (Rb @ mid + tb)
+        return R, centre - R @ mid
 
     def board_corners_world(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         """(ids, (N, 3) world positions) of the ChArUco inner corners at time t."""
@@ -615,11 +657,16 @@ class Scene:
             radius = max(1.5, fx * LED_RADIUS_M / depth[-1])
             color = (0, self.led_level(t, exposure_s), 0)
             draws.append((depth[-1] - 0.05, partial(_draw_disc, img, px[-1], radius, color)))
-        if self.settings.board == "moving":
+        if self.settings.board in ("moving", "handheld"):
             R_b, t_b = self.board_pose(t)
             mid = R_b @ np.array([self.board_size_m[0] / 2, self.board_size_m[1] / 2, 0.0]) + t_b
+            # a board held still is drawn sharper (no motion to hide the cheaper sampling); on the floor it is
+            # seen at 60-68 degrees, where detection needs it
+            hold = self.hold_index(t) if self.settings.board == "handheld" else None
+            samples = 2 if hold is None else 8 if hold % FLOOR_EVERY == 0 else 4
             draws.append((float(cam.to_camera(mid)[0, 2]),
-                          partial(self._draw_board, img, view.rays, cam, R_b, t_b, 2, 1.2)))
+                          partial(self._draw_board, img, view.rays, cam, R_b, t_b, samples,
+                                  1.2 if hold is None else 1.0)))
         for _, draw in sorted(draws, key=lambda d: -d[0]):  # stable: equal depths keep their order
             draw()
         encode_barcode(img, counter)
