@@ -368,11 +368,44 @@ def cmd_recorder_service(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate_parser(sub: argparse._SubParsersAction) -> None:
+    # the commands live in calibration.commands, imported only when one runs (cv2, scipy: slow to load)
+    cal = sub.add_parser("calibrate", help="multiview camera calibration: print a board, calibrate, wizard")
+    which = cal.add_subparsers(dest="calibrate_command", required=True, metavar="{board,run,wizard}")
+
+    b = which.add_parser("board", help="write the ChArUco board for printing at true scale (PNG or PDF)")
+    b.add_argument("--out", required=True, help="board.png (with its DPI) or board.pdf (a page the board's size)")
+    b.add_argument("--dpi", type=float, default=300.0)
+    b.add_argument("--rig", help="the rig whose [calibration.board] to print (default: the simulated lab's)")
+    b.set_defaults(func=_calibration_command("cmd_board"))
+
+    r = which.add_parser("run", help="calibrate from a recorded calibration take")
+    r.add_argument("take", help="take folder or take.h5 of a calibration take")
+    r.add_argument("--cameras", help="comma-separated camera ids (default: all of the take's)")
+    r.add_argument("--no-save", action="store_true", help="report only; do not write calibration.h5")
+    r.set_defaults(func=_calibration_command("cmd_run"))
+
+    w = which.add_parser("wizard", help="the calibration wizard (Qt): live cameras, capture, calibrate, accept")
+    w.add_argument("--rig", default="simlab-calibration",
+                   help="rig file (TOML) or a bundled rig's name (default: simlab-calibration)")
+    w.add_argument("--sessions", help="where sessions are stored (default: the rig's sessions_dir)")
+    w.add_argument("--subject", default="calibration", help="the session the calibration is for")
+    w.set_defaults(func=_calibration_command("cmd_wizard"))
+
+
+def _calibration_command(name: str):
+    def run(args: argparse.Namespace) -> int:
+        from calibration import commands
+
+        return getattr(commands, name)(args)
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flexcap", description="Acquisition for a multimodal fitness-capture lab.")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = p.add_subparsers(dest="command", required=True,
-                           metavar="{record,console,sync,xdf,inspect,validate,streams,driver,emulate}")
+                           metavar="{record,console,calibrate,sync,xdf,inspect,validate,streams,driver,emulate}")
 
     r = sub.add_parser("record", help="record one take headless")
     r.add_argument("--rig", help="rig file (TOML); default: the simulated lab")
@@ -393,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--operator", default="")
     c.add_argument("--sessions", help="where sessions are stored (default: the rig's sessions_dir)")
     c.set_defaults(func=cmd_console)
+
+    _calibrate_parser(sub)
 
     y = sub.add_parser("sync", help="align a take's streams to its sync pulses (writes /sync and a report)")
     y.add_argument("take", help="take folder or take.h5")
@@ -484,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"flexcap: {describe_validation_error('command line', exc)}", file=sys.stderr)
         return 2
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:  # a file that is missing, or not what it should be
         print(f"flexcap: {exc}", file=sys.stderr)
         return 2
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from calibration.board import BoardSpec
 from drivers.registry import UnknownDriverKind, driver_class
 from drivers.runtime.driver import DriverContext
 from drivers.sim.lab import SimLabSettings
@@ -96,6 +97,14 @@ class DeviceConfig(BaseModel):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
+class RigCalibration(BaseModel):
+    """The rig file's [calibration] table: the board the lab prints and calibrates with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    board: BoardSpec = BoardSpec()
+
+
 class Rig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -106,6 +115,7 @@ class Rig(BaseModel):
     recorder: RecorderSettings = RecorderSettings()
     sim: SimLabSettings | None = None
     sync: SyncSettings = SyncSettings()
+    calibration: RigCalibration = RigCalibration()
     devices: list[DeviceConfig]
 
     @field_validator("devices")
@@ -219,10 +229,14 @@ def parse_rig(data: dict[str, Any], source: str = "<rig>") -> Rig:
 
 def load_rig(path: str | Path | None = None) -> Rig:
     """Read a rig file (TOML, or the JSON snapshot a supervisor hands its children); None means the
-    simulated lab shipped with flexcap."""
+    simulated lab shipped with flexcap. A bare name is one of the rigs shipped with flexcap."""
     path = Path(path) if path is not None else SIM_RIG
+    bundled = SIM_RIG.with_name(f"{path.name}.toml")
+    if not path.is_file() and not path.suffix and path.parent == Path(".") and bundled.is_file():
+        path = bundled
     if not path.is_file():
-        raise RigError(f"{path}: rig file not found")
+        names = ", ".join(sorted(p.stem for p in SIM_RIG.parent.glob("*.toml")))
+        raise RigError(f"{path}: rig file not found (the rigs shipped with flexcap: {names})")
     try:
         text = path.read_text(encoding="utf-8")
         if path.suffix == ".json":

@@ -28,6 +28,7 @@ from acquisition.recorder import recorder_status_spec
 from acquisition.session import Session, utc_now_iso
 from acquisition.supervisor import Supervisor
 from acquisition.takefile import TAKE_FILE, TRUTH_FILE
+from calibration.result import CALIBRATION_FILE, copy_into_take
 from drivers.registry import driver_class
 from drivers.runtime.driver import status_spec
 from drivers.runtime.process import ChildError, ChildProcess
@@ -256,6 +257,7 @@ class RigController:
         if self.stop_reason:
             active.problems.append(self.stop_reason)
         self._write_truth(active.path)
+        self._copy_calibration(active.path, active.problems)
         sync = self.align(active.path) if self.rig.sync.align_after_take else None
         if sync and sync.get("latency_ms"):
             try:  # the live latency of devices without a trigger input, until the next take
@@ -269,6 +271,17 @@ class RigController:
             "status": "ok" if not active.problems else "problems", "problems": active.problems, "sync": sync,
         })
         return TakeResult(active.path, active.started_lsl, stopped, summary, cameras, active.problems, sync)
+
+    @staticmethod
+    def _copy_calibration(take_dir: Path, problems: list[str]) -> None:
+        """The session's calibration in force goes into the take (/calibration), so a take carries it."""
+        cal = take_dir.parent / CALIBRATION_FILE
+        if not cal.exists():
+            return
+        try:
+            copy_into_take(cal, take_dir / TAKE_FILE)
+        except (OSError, ValueError, KeyError) as exc:
+            problems.append(f"the session's {CALIBRATION_FILE} was not copied into the take: {exc}")
 
     @staticmethod
     def align(take_dir: Path, timeout_s: float = 600.0) -> dict[str, Any]:

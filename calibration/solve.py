@@ -50,6 +50,7 @@ MIN_HOLDOUT_TOTAL = 16  # ...when there are at least this many such views
 MAX_RMS_PX = 1.0  # a camera adjusted to more than this does not fit the board model
 MIN_REJECT_PX = 0.35  # a corner is never called an outlier for missing by less than this
 MIN_TILT_SPREAD_DEG = 15.0
+FLOOR_TILT_DEG = 20.0  # a board this close to level may be the floor view (when none is marked)
 FLOOR_SAME_MM = 5.0  # floor views whose board poses differ by more were not of one board lying still
 MIN_COVERAGE = 0.25
 MAX_NFEV = 60  # per round: on 100 views of 5 cameras the solution stops moving (to 0.01 mm) by then
@@ -236,11 +237,14 @@ def calibrate(spec: BoardSpec, image_sizes: dict[str, tuple[int, int]], views: l
     # 4. the world frame
     say(0.9, "world frame and checks")
     floor = [k for k, i in enumerate(fit_ids) if views[i].floor]
+    found = "marked"
+    if not floor:
+        floor, found = _find_floor(cam_params, view_params, problem, spec), "found: flat and lowest"
     if floor:
         Rf, tf = _floor_pose(view_params[floor], advice)  # board -> reference
         R_w, t_w = world_from_floor(Rf, tf, spec)
         labels = ", ".join(views[fit_ids[k]].label for k in floor)
-        out.world = (f"the board on the floor (views {labels}): origin at its centre, "
+        out.world = (f"the board on the floor (view {labels}, {found}): origin at its centre, "
                      "x along its long edge, z up, mm")
     else:
         R_w, t_w = np.eye(3), np.zeros(3)
@@ -285,6 +289,28 @@ def world_from_floor(Rf: np.ndarray, tf: np.ndarray, spec: BoardSpec) -> tuple[n
     origin at the board's centre, x along its long edge, z up out of its printed face."""
     flip = np.diag([1.0, -1.0, -1.0])  # board x, -y, -z
     return flip @ Rf.T, -flip @ Rf.T @ tf - flip @ spec.centre_mm()
+
+
+def _find_floor(cam_params: np.ndarray, view_params: np.ndarray, problem: _Problem, spec: BoardSpec) -> list[int]:
+    """Without a marked floor view: the board lying flat below the cameras. Cameras on tripods stand
+    nearly level and look inwards from around the area, so their "up" directions (-y) average to about
+    the vertical; the floor view is the lowest board whose printed face points within FLOOR_TILT_DEG of
+    it, seen by at least two cameras."""
+    ups = rodrigues(cam_params[:, :3]).transpose(0, 2, 1)[:, :, 1] * -1.0  # each camera's up, reference frame
+    up = ups.mean(axis=0)
+    up /= np.linalg.norm(up)
+    R_v = rodrigues(view_params[:, :3])
+    faces = -R_v[:, :, 2]  # the printed face's normal (board z points into the board)
+    centres = np.einsum("nij,j->ni", R_v, spec.centre_mm()) + view_params[:, 3:]
+    cams_per_view = np.array([len(np.unique(problem.cam_i[problem.keep & (problem.view_i == k)]))
+                              for k in range(len(view_params))])
+    flat = np.flatnonzero((faces @ up > np.cos(np.radians(FLOOR_TILT_DEG))) & (cams_per_view >= 2))
+    if not len(flat):
+        return []
+    heights = centres[flat] @ up
+    lowest = heights.min()
+    # the same board lying there in several views (captured more than once): all of them
+    return [int(k) for k, h in zip(flat, heights, strict=True) if h - lowest < FLOOR_SAME_MM]
 
 
 def _floor_pose(params: np.ndarray, advice: list[Advice]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,105 @@
+"""`flexcap calibrate board | run | wizard`: print a board, calibrate from a recorded take, or open the
+wizard. Saving is one function for all three: calibration.h5 and calibration.toml in the session
+folder, then the calibration into the session's takes that have none."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from calibration.board import BoardSpec, save_printable
+from calibration.result import CALIBRATION_FILE, TOML_FILE, Calibration, copy_into_take, export_toml, save
+
+
+def cmd_board(args: argparse.Namespace) -> int:
+    spec = _rig_board(args.rig)
+    out = save_printable(spec, Path(args.out), args.dpi)
+    w, h = spec.size_mm
+    print(f"wrote {out}: {spec.describe()}, {w + spec.square_mm:g} x {h + spec.square_mm:g} mm with its margin; "
+          f"print at 100 % (actual size) and check that a square measures {spec.square_mm:g} mm")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from acquisition.takefile import find_take_file
+    from calibration.solve import calibrate
+    from calibration.take import TakeError, board_of_rig, views_from_take
+
+    take_h5 = find_take_file(args.take)
+    import h5py
+
+    with h5py.File(take_h5, "r") as f:
+        spec = board_of_rig(f.attrs.get("rig")) or BoardSpec()
+    cameras = [c.strip() for c in args.cameras.split(",")] if args.cameras else None
+    bar = TerminalProgress()
+    try:
+        sizes, views, how = views_from_take(take_h5.parent, spec, cameras, lambda f, t: bar(0.6 * f, t))
+    except TakeError as exc:
+        bar.done()
+        print(f"flexcap: {exc}", file=sys.stderr)
+        return 2
+    cal = calibrate(spec, sizes, views, progress=lambda f, t: bar(0.6 + 0.4 * f, t))
+    cal.source = f"take {take_h5.parent}: {how}"
+    bar.done()
+    print(f"views: {how}")
+    print(cal.report())
+    if not cal.ok:
+        print("\nnot saved: the calibration has errors (above); fix them and record the take again",
+              file=sys.stderr)
+        return 1
+    if not args.no_save:
+        written = accept(cal, take_h5.parent.parent)
+        print("\n" + written)
+    return 0
+
+
+def cmd_wizard(args: argparse.Namespace) -> int:
+    from calibration.wizard.app import run
+
+    return run(args.rig, args.sessions, args.subject)
+
+
+def accept(cal: Calibration, session_dir: Path) -> str:
+    """Save an accepted calibration for the session and give it to the session's takes that have none.
+    Returns what was written, for people."""
+    if not cal.ok:
+        raise ValueError("a calibration with errors is never saved: " + "; ".join(a.text for a in cal.errors))
+    session_dir.mkdir(parents=True, exist_ok=True)
+    path = save(cal, session_dir / CALIBRATION_FILE)
+    export_toml(cal, session_dir / TOML_FILE)
+    given = [t.name for t in sorted(session_dir.glob("*/take.h5")) if copy_into_take(path, t)]
+    takes = f"; copied into {len(given)} earlier take{'s' if len(given) != 1 else ''}" if given else ""
+    return f"saved {path} and {session_dir / TOML_FILE}{takes}"
+
+
+def _rig_board(rig: str | None) -> BoardSpec:
+    if rig is None:
+        return BoardSpec()
+    from acquisition.config import load_rig
+
+    return load_rig(rig).calibration.board
+
+
+class TerminalProgress:
+    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+
+    def __init__(self, width: int = 30) -> None:
+        self.width = width
+        self.tty = sys.stderr.isatty()
+        self.last = ""
+
+    def __call__(self, fraction: float, text: str) -> None:
+        fraction = min(max(fraction, 0.0), 1.0)
+        filled = int(round(fraction * self.width))
+        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {fraction:4.0%} {text}"
+        if self.tty:
+            sys.stderr.write("\r" + line[:120].ljust(len(self.last)))
+        elif text != self.last:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+        self.last = line if self.tty else text
+
+    def done(self) -> None:
+        if self.tty and self.last:
+            sys.stderr.write("\n")

@@ -1,0 +1,192 @@
+"""Calibration views from a recorded calibration take: the moments the board was held still, found in
+every camera's frames (or the moments the wizard captured, from the take's events), detected at full
+resolution, matched across cameras on the take's aligned times (/sync) when it has them.
+
+Marks in the take's /markers/events (the wizard writes them; an operator can add them with Note):
+"calibration view" captures a view at that time, "floor" says the board lies on the floor (the view
+that sets the world frame).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+
+from acquisition.takefile import find_take_file, stream_strings
+from calibration.board import BoardSpec
+from calibration.detect import BoardDetector, Detection
+from calibration.solve import View
+from drivers.camera.framestore import FrameFile
+
+VIEW_MARK = "calibration view"
+FLOOR_MARK = "floor"
+SCAN_HZ = 3.0  # how often each camera's frames are scanned for a still board
+SCAN_WIDTH = 900  # ...at no less than this width
+STILL_PX = 0.6  # corners that moved less than this (full-size pixels) between two scans: the board is still
+MIN_STILL_S = 0.35  # a still run must last this long to be a view
+MERGE_S = 0.5  # still runs of several cameras that overlap (or come this close) are one moment
+
+Progress = Callable[[float, str], None]
+
+
+class TakeError(ValueError):
+    """A take that cannot be calibrated from; the message says why and what to do."""
+
+
+@dataclass
+class _Camera:
+    camera_id: str
+    path: Path
+    times: np.ndarray  # per frame: aligned (or recorded) host time
+    size: tuple[int, int]
+
+
+def take_cameras(take: Path) -> tuple[dict[str, _Camera], list[tuple[float, str]], str]:
+    """The take's cameras (with per-frame times), its events and where the times come from."""
+    take_h5 = find_take_file(take)
+    folder = take_h5.parent
+    cams: dict[str, _Camera] = {}
+    aligned = 0
+    with h5py.File(take_h5, "r") as f:
+        events = []
+        if "markers/events" in f:
+            g = f["markers/events"]
+            events = [(float(t), row[0]) for t, row in zip(g["time_stamps"][()], stream_strings(g), strict=False)]
+        for cid in f.get("cameras", {}):
+            path = folder / f"{cid}.h5"
+            if not path.exists():
+                continue
+            with FrameFile(path) as ff:
+                times = ff.time_stamps.astype(np.float64)
+                index = ff.frame_index
+                size = (int(ff.attrs["width"]), int(ff.attrs["height"]))
+            if f"sync/{cid}/time_stamps" in f and f"streams/{cid}" in f:
+                idx = f[f"streams/{cid}/time_series"][:, 0].astype(np.float64)
+                corrected = f[f"sync/{cid}/time_stamps"][()]
+                if len(idx) == len(corrected) and len(idx) >= 2:
+                    times = np.interp(index.astype(np.float64), idx, corrected)
+                    aligned += 1
+            cams[cid] = _Camera(cid, path, times, size)
+    source = ("aligned times (/sync)" if aligned == len(cams) and cams else
+              "recorded frame times (the take has no /sync for every camera)")
+    return cams, events, source
+
+
+def views_from_take(take: Path, spec: BoardSpec, cameras: list[str] | None = None,
+                    progress: Progress | None = None) -> tuple[dict[str, tuple[int, int]], list[View], str]:
+    """(image sizes, views, a line on how they were found) for `cameras` (default: all of the take's)."""
+    say = progress or (lambda _f, _t: None)
+    cams, events, source = take_cameras(Path(take))
+    if not cams:
+        raise TakeError(f"{take}: the take has no camera frame files")
+    wanted = cameras or list(cams)
+    missing = [c for c in wanted if c not in cams]
+    if missing:
+        raise TakeError(f"{take}: no frames of {', '.join(missing)} in this take (it has {', '.join(cams)})")
+    detector = BoardDetector(spec)
+    marks = [t for t, text in events if text == VIEW_MARK]
+    floors = [t for t, text in events if text == FLOOR_MARK]
+    if marks:
+        moments = sorted(marks + floors)
+        how = f"{len(marks)} captured views and {len(floors)} floor marks from the take's events"
+    else:
+        runs = {}
+        for n, c in enumerate(wanted):
+            say(0.5 * n / len(wanted), f"looking for a still board in {c}")
+            runs[c] = _still_runs(cams[c], detector)
+        moments = _merge_runs(runs)
+        how = f"{len(moments)} moments with the board held still"
+    views = []
+    for n, t in enumerate(moments):
+        say(0.5 + 0.5 * n / max(len(moments), 1), f"detecting the board at {len(moments)} moments")
+        dets: dict[str, Detection] = {}
+        for c in wanted:
+            k = int(np.argmin(np.abs(cams[c].times - t)))
+            if abs(cams[c].times[k] - t) > 0.5 / SCAN_HZ:
+                continue
+            with FrameFile(cams[c].path) as ff:
+                img = cv2.imdecode(np.frombuffer(ff.frame(k), np.uint8), cv2.IMREAD_GRAYSCALE)
+            d = detector.detect(img)
+            if d.usable:
+                dets[c] = d
+        t0 = min(cam.times[0] for cam in cams.values())
+        floor = any(abs(t - ft) < 0.6 for ft in floors)
+        views.append(View(f"{t - t0:.2f} s", dets, floor=floor))
+    return {c: cams[c].size for c in wanted}, views, f"{how}, on {source}"
+
+
+def _still_runs(cam: _Camera, detector: BoardDetector) -> list[tuple[float, float]]:
+    """Time spans in which this camera saw the board still (scanned at SCAN_HZ, reduced size)."""
+    step = max(1, int(round(1.0 / SCAN_HZ / max(float(np.median(np.diff(cam.times))), 1e-3))))
+    flag, scale = _reduced(cam.size[0])
+    runs: list[tuple[float, float]] = []
+    prev: Detection | None = None
+    start = None
+    with FrameFile(cam.path) as ff:
+        for k in range(0, len(ff), step):
+            img = cv2.imdecode(np.frombuffer(ff.frame(k), np.uint8), flag)
+            d = detector.detect(img)
+            d.corners = (d.corners + 0.5) * scale - 0.5
+            still = prev is not None and d.usable and _moved(prev, d) < STILL_PX
+            t = float(cam.times[k])
+            if still and start is None:
+                start = float(cam.times[max(k - step, 0)])
+            if not still and start is not None:
+                runs.append((start, float(cam.times[k - step])))
+                start = None
+            prev = d if d.usable else None
+        if start is not None:
+            runs.append((start, t))
+    return [r for r in runs if r[1] - r[0] >= MIN_STILL_S]
+
+
+def _reduced(width: int) -> tuple[int, float]:
+    for factor, flag in ((4, cv2.IMREAD_REDUCED_GRAYSCALE_4), (2, cv2.IMREAD_REDUCED_GRAYSCALE_2)):
+        if width // factor >= SCAN_WIDTH:
+            return flag, float(factor)
+    return cv2.IMREAD_GRAYSCALE, 1.0
+
+
+def _moved(a: Detection, b: Detection) -> float:
+    common, ia, ib = np.intersect1d(a.ids, b.ids, return_indices=True)
+    if len(common) < 4:
+        return float("inf")
+    return float(np.max(np.linalg.norm(a.corners[ia] - b.corners[ib], axis=1)))
+
+
+def _merge_runs(runs: dict[str, list[tuple[float, float]]]) -> list[float]:
+    """One moment per group of overlapping still runs (of any cameras): the middle of their common
+    part when they have one, else of the longest run."""
+    spans = sorted((a, b) for rs in runs.values() for a, b in rs)
+    moments = []
+    group: list[tuple[float, float]] = []
+    for span in spans:
+        if group and span[0] > max(b for _, b in group) + MERGE_S:
+            moments.append(_middle(group))
+            group = []
+        group.append(span)
+    if group:
+        moments.append(_middle(group))
+    return moments
+
+
+def _middle(group: list[tuple[float, float]]) -> float:
+    lo, hi = max(a for a, _ in group), min(b for _, b in group)
+    if lo <= hi:
+        return (lo + hi) / 2
+    a, b = max(group, key=lambda s: s[1] - s[0])
+    return (a + b) / 2
+
+
+def board_of_rig(rig_json: str | None) -> BoardSpec | None:
+    """The board a take's rig names in its [calibration] table (None: the default board)."""
+    if not rig_json:
+        return None
+    board = json.loads(rig_json).get("calibration", {}).get("board")
+    return BoardSpec.model_validate(board) if board else None
