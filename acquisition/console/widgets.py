@@ -6,7 +6,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
-from PyQt6.QtCore import QRectF, Qt, pyqtSignal
+from PyQt6.QtCore import QPointF, QRectF, Qt, pyqtSignal
 from PyQt6.QtGui import QColor, QFont, QImage, QPainter
 from PyQt6.QtWidgets import (
     QAbstractItemView,
@@ -111,6 +111,7 @@ class PreviewTile(QWidget):
         self.image: QImage | None = None
         self._pixels: np.ndarray | None = None  # QImage borrows this memory
         self.overlay = camera
+        self.points: np.ndarray | None = None  # (N, 2) image pixels to mark over the image (found corners)
         self.frames_shown = 0
         self.setMinimumSize(120, 68)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
@@ -131,6 +132,12 @@ class PreviewTile(QWidget):
             s = min(self.width() / iw, self.height() / ih)
             target = QRectF((self.width() - iw * s) / 2, (self.height() - ih * s) / 2, iw * s, ih * s)
             p.drawImage(target, self.image)
+            if self.points is not None and len(self.points):
+                p.setPen(QColor("#00e676"))
+                p.setBrush(QColor("#00e676"))
+                r = max(2.0, 2.5 * s)
+                for x, y in self.points:
+                    p.drawEllipse(QPointF(target.left() + (x + 0.5) * s, target.top() + (y + 0.5) * s), r, r)
         else:
             p.setPen(QColor("#bbbbbb"))
             p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "no preview yet")
@@ -154,8 +161,9 @@ class PreviewGrid(QWidget):
 
     enlarged_changed = pyqtSignal(bool)
 
-    def __init__(self, cameras: list[str], parent: QWidget | None = None) -> None:
+    def __init__(self, cameras: list[str], parent: QWidget | None = None, columns: int = 0) -> None:
         super().__init__(parent)
+        self.columns = columns or len(cameras)  # tiles per row
         self.tiles = {c: PreviewTile(c) for c in cameras}
         self.readers: dict[str, tuple[tuple[Path, int], PreviewReader]] = {}
         self.enlarged: str | None = None
@@ -174,7 +182,7 @@ class PreviewGrid(QWidget):
             self.grid.addWidget(self.tiles[self.enlarged], 0, 0)
             return
         for i, tile in enumerate(self.tiles.values()):
-            self.grid.addWidget(tile, 0, i)
+            self.grid.addWidget(tile, i // self.columns, i % self.columns)
 
     def toggle(self, camera: str) -> None:
         self.enlarged = None if self.enlarged == camera else camera
@@ -196,9 +204,14 @@ class PreviewGrid(QWidget):
                 self.readers.pop(cam, None)
                 got = None
             if got is not None:
-                tile.set_frame(got[0])
+                self.frame_arrived(cam, *got)
             elif not tile.isHidden():
                 tile.update()
+
+    def frame_arrived(self, camera: str, image: np.ndarray, stamp: float, index: int) -> None:
+        """A new preview image (BGR), its frame's time stamp and index: shown here; a subclass may look
+        at it too."""
+        self.tiles[camera].set_frame(image)
 
     def _reader(self, cam: str, path: Path) -> PreviewReader | None:
         """The reader of this camera's preview file; a restarted camera writes a new file at the same
