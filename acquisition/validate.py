@@ -56,10 +56,34 @@ def validate_take(path: str | Path) -> list[str]:
             problems.append("/sync: missing")
         else:
             _check_sync(f, problems)
+        if "calibration" in f:
+            _check_calibration(f["calibration"], problems)
         if "cameras" in f:
             for cam in f["cameras"]:
                 _check_camera(take_file.parent, cam, f["cameras"].get(cam, getlink=True), start, stop, problems)
     return problems
+
+
+CALIBRATION_SHAPES = {"K": (3, 3), "dist": (5,), "R": (3, 3), "t": (3,), "image_size": (2,)}
+
+
+def _check_calibration(g: h5py.Group, problems: list[str]) -> None:
+    """The session's calibration in force when the take was recorded: per camera K, dist, R, t, image_size."""
+    for cam, c in g.items():
+        where = f"/calibration/{cam}"
+        for name, shape in CALIBRATION_SHAPES.items():
+            if name not in c:
+                problems.append(f"{where}/{name}: missing")
+            elif c[name].shape != shape:
+                problems.append(f"{where}/{name}: shape {c[name].shape}, expected {shape}")
+            elif not np.all(np.isfinite(c[name][()])):
+                problems.append(f"{where}/{name}: not all finite")
+        if "R" in c and c["R"].shape == (3, 3):
+            R = c["R"][()]
+            if not np.allclose(R @ R.T, np.eye(3), atol=1e-6) or np.linalg.det(R) < 0:
+                problems.append(f"{where}/R: not a rotation")
+        if "reprojection_rms" not in c.attrs:
+            problems.append(f"{where}: no reprojection_rms attribute")
 
 
 def _check_sync(f: h5py.File, problems: list[str]) -> None:

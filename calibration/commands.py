@@ -23,8 +23,7 @@ def cmd_board(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from acquisition.takefile import find_take_file
-    from calibration.solve import calibrate
-    from calibration.take import TakeError, board_of_rig, views_from_take
+    from calibration.take import TakeError, board_of_rig, calibrate_take
 
     take_h5 = find_take_file(args.take)
     import h5py
@@ -34,15 +33,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     cameras = [c.strip() for c in args.cameras.split(",")] if args.cameras else None
     bar = TerminalProgress()
     try:
-        sizes, views, how = views_from_take(take_h5.parent, spec, cameras, lambda f, t: bar(0.6 * f, t))
+        cal = calibrate_take(take_h5.parent, spec, cameras, bar)
     except TakeError as exc:
         bar.done()
         print(f"flexcap: {exc}", file=sys.stderr)
         return 2
-    cal = calibrate(spec, sizes, views, progress=lambda f, t: bar(0.6 + 0.4 * f, t))
-    cal.source = f"take {take_h5.parent}: {how}"
     bar.done()
-    print(f"views: {how}")
+    print(f"views: {cal.source.split(': ', 1)[1]}")
     print(cal.report())
     if not cal.ok:
         print("\nnot saved: the calibration has errors (above); fix them and record the take again",

@@ -20,8 +20,9 @@ import numpy as np
 
 from acquisition.takefile import find_take_file, stream_strings
 from calibration.board import BoardSpec
-from calibration.detect import BoardDetector, Detection
-from calibration.solve import View
+from calibration.detect import BoardDetector, Detection, diagnose
+from calibration.result import Advice, Calibration
+from calibration.solve import View, calibrate
 from drivers.camera.framestore import FrameFile
 
 VIEW_MARK = "calibration view"
@@ -73,8 +74,8 @@ def take_cameras(take: Path) -> tuple[dict[str, _Camera], list[tuple[float, str]
                     times = np.interp(index.astype(np.float64), idx, corrected)
                     aligned += 1
             cams[cid] = _Camera(cid, path, times, size)
-    source = ("aligned times (/sync)" if aligned == len(cams) and cams else
-              "recorded frame times (the take has no /sync for every camera)")
+    source = ("the take's /sync times" if aligned == len(cams) and cams else
+              "the recorded frame times (the take has no /sync for every camera)")
     return cams, events, source
 
 
@@ -119,6 +120,36 @@ def views_from_take(take: Path, spec: BoardSpec, cameras: list[str] | None = Non
         floor = any(abs(t - ft) < 0.6 for ft in floors)
         views.append(View(f"{t - t0:.2f} s", dets, floor=floor))
     return {c: cams[c].size for c in wanted}, views, f"{how}, on {source}"
+
+
+def calibrate_take(take: Path, spec: BoardSpec, cameras: list[str] | None = None,
+                   progress: Progress | None = None) -> Calibration:
+    """Calibrate from a take: its views, the adjustment, and for a camera that found no board in any
+    view, why (a board that does not match the definition). Raises TakeError for a take without frames."""
+    say = progress or (lambda _f, _t: None)
+    sizes, views, how = views_from_take(take, spec, cameras, lambda f, t: say(0.5 * f, t))
+    cal = calibrate(spec, sizes, views, progress=lambda f, t: say(0.5 + 0.5 * f, t))
+    cal.source = f"take {take}: {how}"
+    cams, _events, _source = take_cameras(Path(take))
+    mismatched = []
+    for c in sizes:
+        if not any(c in v.detections for v in views):
+            reason = _diagnose_camera(cams[c], spec)
+            if reason:
+                mismatched.append(Advice("error", c, f"{c}: no board found in its frames: {reason}"))
+    cal.advice[:0] = mismatched  # first: it explains the errors that follow from it
+    return cal
+
+
+def _diagnose_camera(cam: _Camera, spec: BoardSpec, samples: int = 8) -> str | None:
+    """Why a camera found no board: a look at a few of its frames with other board definitions."""
+    with FrameFile(cam.path) as ff:
+        for k in np.linspace(0, len(ff) - 1, samples).astype(int) if len(ff) else []:
+            img = cv2.imdecode(np.frombuffer(ff.frame(int(k)), np.uint8), cv2.IMREAD_GRAYSCALE)
+            reason = diagnose(img, spec) if img is not None else None
+            if reason:
+                return reason
+    return None
 
 
 def _still_runs(cam: _Camera, detector: BoardDetector) -> list[tuple[float, float]]:

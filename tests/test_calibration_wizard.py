@@ -5,6 +5,8 @@ Calibrate, Accept; then the same take calibrated again from the command line. Sc
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -17,9 +19,12 @@ from console_kit import close_dialogs, message_texts, pump, screenshot, wait_unt
 from PyQt6.QtCore import Qt
 from PyQt6.QtTest import QTest
 
+from acquisition.config import load_rig
+from acquisition.validate import validate_take
 from calibration.geometry import rotation_angle_deg
 from calibration.result import CALIBRATION_FILE, TOML_FILE, load
 from calibration.solve import MIN_VIEWS
+from calibration.take import calibrate_take
 from calibration.wizard.window import CalibrationWizard
 from drivers.sim.lab import SimLabSettings
 from drivers.sim.scene import FLOOR_EVERY, HOLD_S, MOVE_S, Scene, SceneSettings, lab_cameras
@@ -100,3 +105,28 @@ def test_capture_calibrate_accept(qapp, tmp_path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"views: {window.captures} captured views and 1 floor marks from the take's events" in proc.stdout
     assert "cam3 " in proc.stdout and "error:" not in proc.stdout
+
+    # without the captures (an operator's plain take): the moments the board was held still are found
+    assert validate_take(take) == []
+    plain = tmp_path / "plain" / take.name
+    shutil.copytree(take, plain)
+    with h5py.File(plain / "take.h5", "r+") as f:
+        f["calibration/cam1/R"][0, 0] = 2.0  # the validator knows a calibration that is not one
+    assert validate_take(plain) == ["/calibration/cam1/R: not a rotation"]
+    with h5py.File(plain / "take.h5", "r+") as f:
+        del f["markers/events"]
+        del f["calibration"]
+    found = calibrate_take(plain, load_rig("simlab-calibration").calibration.board)
+    assert re.fullmatch(r"take .*: \d+ moments with the board held still, on the take's /sync times", found.source)
+    assert found.ok, found.report()
+    for c, cc in found.cameras.items():
+        assert np.linalg.norm(cc.center - truth[c].center_world * 1000) < 15.0, (c, cc.center)
+    assert "found: flat and lowest" in found.world
+
+    # the same frames with a wrong board definition: each camera says why it found nothing
+    wrong = load_rig("simlab-calibration").calibration.board.model_copy(update={"dictionary": "DICT_5X5_100"})
+    bad = calibrate_take(plain, wrong, ["cam1", "phone"])
+    assert not bad.ok and bad.cameras == {}
+    assert [a.text for a in bad.advice[:2]] == [
+        f"{c}: no board found in its frames: its markers are from DICT_4X4_50, the board is configured with "
+        "DICT_5X5_100" for c in ("cam1", "phone")]

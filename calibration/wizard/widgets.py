@@ -27,6 +27,7 @@ class CoverageMap(QWidget):
         self.views = 0
         self.needed = 6
         self.setMinimumSize(120, 100)
+        self.setToolTip(f"where in {camera}'s image the board was captured, and how much of the image it covered")
 
     def reset(self) -> None:
         self.counts[:] = 0
@@ -66,7 +67,7 @@ class CoverageMap(QWidget):
         font.setBold(True)
         p.setFont(font)
         p.drawText(QRectF(0, area.bottom() + 2, self.width(), text_h), Qt.AlignmentFlag.AlignLeft,
-                   f"{self.camera}: {self.views} views, {self.covered():.0%} covered")
+                   f"{self.camera}: {self.views} views, {self.covered():.0%}")
         p.end()
 
 
@@ -85,8 +86,8 @@ class PairTable(QTableWidget):
         self.verticalHeader().setDefaultSectionSize(22)
         self.setToolTip("views in which both cameras saw the board")
         self._fill()
-        height = self.horizontalHeader().height() + 22 * len(cameras) + 2 * self.frameWidth()
-        self.setFixedHeight(height)
+        self.setFixedHeight(self.horizontalHeader().sizeHint().height() + 22 * len(cameras) + 2 * self.frameWidth())
+        self.setFixedWidth(self.verticalHeader().sizeHint().width() + 52 * len(cameras) + 2 * self.frameWidth())
 
     def reset(self) -> None:
         self.shared = dict.fromkeys(self.shared, 0)

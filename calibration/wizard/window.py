@@ -60,7 +60,7 @@ class DetectingPreviews(PreviewGrid):
     """The preview grid, handing each new image of a selected camera to the live detector."""
 
     def __init__(self, cameras: list[str], detector: LiveDetector) -> None:
-        super().__init__(cameras, columns=3)
+        super().__init__(cameras, columns=2)
         self.detector = detector
         self.active: set[str] = set()
         self.sizes: dict[str, tuple[int, int]] = {}
@@ -69,8 +69,8 @@ class DetectingPreviews(PreviewGrid):
 
     def refresh(self, statuses: dict) -> None:
         super().refresh(statuses)
-        for camera, note in self.notes.items():  # after the camera's fps and drops: what the detector sees
-            self.tiles[camera].overlay += f"  {note}"
+        for camera, note in self.notes.items():  # what the detector sees, instead of the camera's rates
+            self.tiles[camera].overlay = f"{camera}: {note}"
 
     def frame_arrived(self, camera: str, image: Any, stamp: float, index: int) -> None:
         super().frame_arrived(camera, image, stamp, index)
@@ -334,7 +334,7 @@ class CalibrationWizard(QMainWindow):
         self.ask.emit("mark", {"text": FLOOR_MARK if floor else VIEW_MARK, "stamp": stamp})
         if not dets:
             self.statusBar().showMessage(f"{'Floor' if floor else 'View'} captured; no preview shows the board: "
-                                         "the full frames will be searched for it")
+                                         "the full frames will be searched for it", 8000)
         for c, d in dets.items():
             self.coverage[c].add(d.corners, self.previews.sizes.get(c, (640, 360)))
         self.pairs.add(list(dets))

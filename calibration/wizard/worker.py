@@ -11,8 +11,7 @@ from acquisition.console.worker import RigWorker, WorkerError
 from calibration.board import BoardSpec
 from calibration.commands import accept
 from calibration.result import Calibration
-from calibration.solve import calibrate
-from calibration.take import views_from_take
+from calibration.take import calibrate_take
 
 ACTION = "calibration"
 
@@ -27,13 +26,7 @@ class CalibrationWorker(RigWorker):
     def do_calibrate(self, take: str, cameras: list[str], board: str) -> Calibration:
         spec = BoardSpec.model_validate_json(board)
 
-        def progress(fraction: float, text: str) -> None:
-            self.notice.emit("progress", (fraction, text))
-
-        sizes, views, how = views_from_take(Path(take), spec, cameras, lambda f, t: progress(0.5 * f, t))
-        cal = calibrate(spec, sizes, views, progress=lambda f, t: progress(0.5 + 0.5 * f, t))
-        cal.source = f"take {take}: {how}"
-        return cal
+        return calibrate_take(Path(take), spec, cameras, lambda f, t: self.notice.emit("progress", (f, t)))
 
     def do_accept(self, calibration: Calibration, session_dir: str) -> str:
         try:
