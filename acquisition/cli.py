@@ -383,6 +383,7 @@ def _calibrate_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("take", help="take folder or take.h5 of a calibration take")
     r.add_argument("--cameras", help="comma-separated camera ids (default: all of the take's)")
     r.add_argument("--no-save", action="store_true", help="report only; do not write calibration.h5")
+    r.add_argument("--rig", help="take the board from this rig file (default: the rig the take was recorded with)")
     r.set_defaults(func=_calibration_command("cmd_run"))
 
     w = which.add_parser("wizard", help="the calibration wizard (Qt): live cameras, capture, calibrate, accept")
@@ -519,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"flexcap: {describe_validation_error('command line', exc)}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError) as exc:  # a file that is missing, or not what it should be
+    except FileNotFoundError as exc:
         print(f"flexcap: {exc}", file=sys.stderr)
         return 2
 

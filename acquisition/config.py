@@ -102,7 +102,8 @@ class RigCalibration(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    board: BoardSpec = BoardSpec()
+    board: BoardSpec | None = Field(None, description="None: flexcap's default board (7x5 squares of 100 mm), "
+                                    "with a warning: a board of another size would scale every millimetre")
 
 
 class Rig(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import threading
@@ -28,7 +29,7 @@ from acquisition.recorder import recorder_status_spec
 from acquisition.session import Session, utc_now_iso
 from acquisition.supervisor import Supervisor
 from acquisition.takefile import TAKE_FILE, TRUTH_FILE
-from calibration.result import CALIBRATION_FILE, copy_into_take
+from calibration.result import CALIBRATION_FILE, calibration_in_force, copy_into_take
 from drivers.registry import driver_class
 from drivers.runtime.driver import status_spec
 from drivers.runtime.process import ChildError, ChildProcess
@@ -274,14 +275,20 @@ class RigController:
 
     @staticmethod
     def _copy_calibration(take_dir: Path, problems: list[str]) -> None:
-        """The session's calibration in force goes into the take (/calibration), so a take carries it."""
-        cal = take_dir.parent / CALIBRATION_FILE
-        if not cal.exists():
+        """The calibration in force goes into the take (/calibration), so a take carries it: the session's,
+        or the newest accepted in the sessions folder, which then becomes the session's."""
+        cal = calibration_in_force(take_dir.parent)
+        if cal is None:
             return
         try:
-            copy_into_take(cal, take_dir / TAKE_FILE)
+            if cal.parent != take_dir.parent:
+                shutil.copy2(cal, take_dir.parent / CALIBRATION_FILE)
+                log.info("%s: the calibration in force is %s", take_dir.parent.name, cal)
+            left_out = copy_into_take(cal, take_dir / TAKE_FILE) or []
         except (OSError, ValueError, KeyError) as exc:
-            problems.append(f"the session's {CALIBRATION_FILE} was not copied into the take: {exc}")
+            problems.append(f"the calibration ({cal}) was not copied into the take: {exc}")
+            return
+        problems.extend(f"calibration not copied for {what}" for what in left_out)
 
     @staticmethod
     def align(take_dir: Path, timeout_s: float = 600.0) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import numpy as np
 
 from acquisition.inspect import open_take
 from acquisition.takefile import FORMAT, FORMAT_VERSION, attr_text, find_take_file
+from calibration.result import CAMERA_DATASETS
 from drivers.camera.framestore import FRAME_ATTRS
 from drivers.runtime.h5append import open_readable
 from drivers.runtime.streams import CHANNEL_FORMATS
@@ -57,21 +58,26 @@ def validate_take(path: str | Path) -> list[str]:
         else:
             _check_sync(f, problems)
         if "calibration" in f:
-            _check_calibration(f["calibration"], problems)
+            _check_calibration(f["calibration"], take_file.parent, problems)
         if "cameras" in f:
             for cam in f["cameras"]:
                 _check_camera(take_file.parent, cam, f["cameras"].get(cam, getlink=True), start, stop, problems)
     return problems
 
 
-CALIBRATION_SHAPES = {"K": (3, 3), "dist": (5,), "R": (3, 3), "t": (3,), "image_size": (2,)}
-
-
-def _check_calibration(g: h5py.Group, problems: list[str]) -> None:
-    """The session's calibration in force when the take was recorded: per camera K, dist, R, t, image_size."""
+def _check_calibration(g: h5py.Group, folder: Path, problems: list[str]) -> None:
+    """The calibration in force when the take was recorded: per camera K, dist, R, t and image_size, which
+    is the size the camera's frames have in this take."""
     for cam, c in g.items():
         where = f"/calibration/{cam}"
-        for name, shape in CALIBRATION_SHAPES.items():
+        frames = folder / f"{cam}.h5"
+        if "image_size" in c and c["image_size"].shape == (2,) and frames.exists():
+            with h5py.File(frames, "r") as cf:
+                size = [int(cf.attrs.get("width", 0)), int(cf.attrs.get("height", 0))]
+            if list(c["image_size"][()]) != size:
+                problems.append(f"{where}/image_size: {list(c['image_size'][()])}, but {cam}'s frames are "
+                                f"{size[0]}x{size[1]}")
+        for name, shape in CAMERA_DATASETS.items():
             if name not in c:
                 problems.append(f"{where}/{name}: missing")
             elif c[name].shape != shape:

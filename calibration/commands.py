@@ -8,13 +8,26 @@ import argparse
 import sys
 from pathlib import Path
 
+from acquisition.session import SESSION_FILE
+from acquisition.takefile import TAKE_FILE
 from calibration.board import BoardSpec, save_printable
 from calibration.result import CALIBRATION_FILE, TOML_FILE, Calibration, copy_into_take, export_toml, save
+
+DEFAULT_BOARD_WARNING = ("the rig names no [calibration.board]: the default board ({}) is assumed; if the printed "
+                         "board differs, every millimetre is off by the same factor")
 
 
 def cmd_board(args: argparse.Namespace) -> int:
     spec = _rig_board(args.rig)
-    out = save_printable(spec, Path(args.out), args.dpi)
+    if spec is None:
+        print(f"flexcap: {args.rig} names no [calibration.board]: add one (squares_x, squares_y, square_mm, "
+              "marker_mm, dictionary) to print the lab's board", file=sys.stderr)
+        return 2
+    try:
+        out = save_printable(spec, Path(args.out), args.dpi)
+    except ValueError as exc:
+        print(f"flexcap: {exc}", file=sys.stderr)
+        return 2
     w, h = spec.size_mm
     print(f"wrote {out}: {spec.describe()}, {w + spec.square_mm:g} x {h + spec.square_mm:g} mm with its margin; "
           f"print at 100 % (actual size) and check that a square measures {spec.square_mm:g} mm")
@@ -28,8 +41,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     take_h5 = find_take_file(args.take)
     import h5py
 
-    with h5py.File(take_h5, "r") as f:
-        spec = board_of_rig(f.attrs.get("rig")) or BoardSpec()
+    if args.rig:
+        spec = _rig_board(args.rig)
+    else:
+        with h5py.File(take_h5, "r") as f:
+            spec = board_of_rig(f.attrs.get("rig"))
+    if spec is None:
+        spec = BoardSpec()
+        print(f"warning: {DEFAULT_BOARD_WARNING.format(spec.describe())} (or give --rig)", file=sys.stderr)
     cameras = [c.strip() for c in args.cameras.split(",")] if args.cameras else None
     bar = TerminalProgress()
     try:
@@ -46,7 +65,11 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     if not args.no_save:
-        written = accept(cal, take_h5.parent.parent)
+        try:
+            written = accept(cal, take_h5.parent.parent)
+        except ValueError as exc:
+            print(f"\nnot saved: {exc}", file=sys.stderr)
+            return 1
         print("\n" + written)
     return 0
 
@@ -58,19 +81,31 @@ def cmd_wizard(args: argparse.Namespace) -> int:
 
 
 def accept(cal: Calibration, session_dir: Path) -> str:
-    """Save an accepted calibration for the session and give it to the session's takes that have none.
-    Returns what was written, for people."""
+    """Save an accepted calibration for the session and give it to the session's finished takes that have
+    none. Returns what was written, for people."""
     if not cal.ok:
         raise ValueError("a calibration with errors is never saved: " + "; ".join(a.text for a in cal.errors))
-    session_dir.mkdir(parents=True, exist_ok=True)
+    if not (session_dir / SESSION_FILE).exists():
+        raise ValueError(f"{session_dir} is not a session folder (no {SESSION_FILE}): the calibration is saved "
+                         "with the session of the take it came from")
     path = save(cal, session_dir / CALIBRATION_FILE)
     export_toml(cal, session_dir / TOML_FILE)
-    given = [t.name for t in sorted(session_dir.glob("*/take.h5")) if copy_into_take(path, t)]
-    takes = f"; copied into {len(given)} earlier take{'s' if len(given) != 1 else ''}" if given else ""
-    return f"saved {path} and {session_dir / TOML_FILE}{takes}"
+    given, notes = [], []
+    for take in sorted(session_dir.glob(f"*/{TAKE_FILE}")):
+        try:
+            left_out = copy_into_take(path, take)
+        except OSError as exc:  # another process has it open (a take being recorded): it stays as it is
+            notes.append(f"{take.parent.name} not given the calibration: {exc}")
+            continue
+        if left_out is not None:
+            given.append(take.parent.name)
+            notes += [f"{take.parent.name}: {what}" for what in left_out]
+    takes = f"; copied into {len(given)} take{'s' if len(given) != 1 else ''}" if given else ""
+    return f"saved {path} and {session_dir / TOML_FILE}{takes}" + "".join(f"\n{n}" for n in notes)
 
 
-def _rig_board(rig: str | None) -> BoardSpec:
+def _rig_board(rig: str | None) -> BoardSpec | None:
+    """The board a rig file names (None: it names none); no rig: the default board."""
     if rig is None:
         return BoardSpec()
     from acquisition.config import load_rig

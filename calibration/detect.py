@@ -28,6 +28,13 @@ class Detection:
     def usable(self) -> bool:
         return len(self.ids) >= MIN_CORNERS
 
+    def max_shift(self, other: Detection) -> float:
+        """The largest move (pixels) of a corner both detections found (inf with fewer than 4 in common)."""
+        return _shift(self, other, np.max)
+
+    def mean_shift(self, other: Detection) -> float:
+        return _shift(self, other, np.mean)
+
     @staticmethod
     def empty(markers: int = 0) -> Detection:
         return Detection(np.zeros(0, dtype=np.int64), np.zeros((0, 2)), markers)
@@ -50,10 +57,23 @@ class BoardDetector:
         markers = 0 if marker_ids is None else len(marker_ids)
         if ids is None or len(ids) == 0:
             return Detection.empty(markers)
-        px = corners.reshape(-1, 2).astype(np.float64)
-        if scale < 1.0:  # pixel centres: x_full = (x + 0.5) / scale - 0.5
-            px = (px + 0.5) / scale - 0.5
-        return Detection(ids.reshape(-1).astype(np.int64), px, markers)
+        if len(ids) >= 3 and self.board.checkCharucoCornersCollinear(ids):
+            return Detection.empty(markers)  # corners on one line (a row at the image's edge) fix no pose
+        return Detection(ids.reshape(-1).astype(np.int64), full_pixels(corners.reshape(-1, 2), 1.0 / scale), markers)
+
+
+def full_pixels(px: np.ndarray, factor: float) -> np.ndarray:
+    """Pixel positions found in an image reduced by `factor`, in the full image (pixel centres kept:
+    x_full = (x + 0.5) * factor - 0.5)."""
+    px = np.asarray(px, dtype=np.float64)
+    return px if factor == 1.0 else (px + 0.5) * factor - 0.5
+
+
+def _shift(a: Detection, b: Detection, reduce) -> float:  # noqa: ANN001 - np.max or np.mean
+    common, ia, ib = np.intersect1d(a.ids, b.ids, return_indices=True)
+    if len(common) < 4:
+        return float("inf")
+    return float(reduce(np.linalg.norm(a.corners[ia] - b.corners[ib], axis=1)))
 
 
 def diagnose(image: np.ndarray, spec: BoardSpec) -> str | None:

@@ -63,6 +63,19 @@ def intrinsics_matrices(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return K, np.array(v[4:9], dtype=np.float64)
 
 
+def scale_intrinsics(K: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
+    """The camera matrix for frames resized from from_size to to_size (pixel centres kept:
+    x' = (x + 0.5) * s - 0.5). Distortion is in normalised coordinates and does not change."""
+    sx, sy = to_size[0] / from_size[0], to_size[1] / from_size[1]
+    out = np.array(K, dtype=np.float64)
+    out[0, 0] *= sx
+    out[0, 1] *= sx
+    out[1, 1] *= sy
+    out[0, 2] = (out[0, 2] + 0.5) * sx - 0.5
+    out[1, 2] = (out[1, 2] + 0.5) * sy - 0.5
+    return out
+
+
 def invert(R: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return R.T, -R.T @ t
 

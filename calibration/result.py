@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from calibration.board import BoardSpec
-from calibration.geometry import rotvec
+from calibration.geometry import rotvec, scale_intrinsics
 
 FORMAT = "flexcap.calibration"
 FORMAT_VERSION = 1
@@ -115,9 +115,15 @@ class Calibration:
 # --- HDF5 ----------------------------------------------------------------------------------------
 
 
-def write_camera_groups(group: h5py.Group, cal: Calibration) -> None:
+CAMERA_DATASETS = {"K": (3, 3), "dist": (5,), "R": (3, 3), "t": (3,), "image_size": (2,)}  # name: shape
+
+
+def write_camera_groups(group: h5py.Group, cal: Calibration,
+                        frame_sizes: dict[str, tuple[int, int]] | None = None) -> list[str]:
     """/calibration/<camera_id>/ K, dist, R, t, image_size (+ reprojection_rms): the layout of
-    calibration.h5 and of every take's /calibration (DESIGN.md)."""
+    calibration.h5 and of every take's /calibration (DESIGN.md). With `frame_sizes` (a take's cameras),
+    a camera recorded at another size of the same shape gets its camera matrix scaled to it; one
+    recorded at another shape is left out. Returns what was left out, for people."""
     group.attrs["format"] = FORMAT
     group.attrs["format_version"] = FORMAT_VERSION
     group.attrs["units"] = "mm"
@@ -126,24 +132,34 @@ def write_camera_groups(group: h5py.Group, cal: Calibration) -> None:
     group.attrs["created_at"] = cal.created_at
     group.attrs["source"] = cal.source
     group.attrs["summary"] = cal.summary()
+    left_out = []
     for cid, cc in cal.cameras.items():
+        K, size = cc.K, tuple(cc.image_size)
+        frame = (frame_sizes or {}).get(cid, size)
+        if frame != size:
+            if abs(frame[0] / frame[1] - size[0] / size[1]) > 1e-3:
+                left_out.append(f"{cid}: calibrated at {size[0]}x{size[1]}, recorded at {frame[0]}x{frame[1]} "
+                                "(another shape: calibrate this camera at the size it records)")
+                continue
+            K, size = scale_intrinsics(cc.K, size, frame), frame
         g = group.create_group(cid)
-        g["K"] = cc.K
+        g["K"] = K
         g["dist"] = cc.dist
         g["R"] = cc.R
         g["t"] = cc.t
-        g["image_size"] = np.array(cc.image_size, dtype=np.int64)
+        g["image_size"] = np.array(size, dtype=np.int64)
         g.attrs["reprojection_rms"] = cc.reprojection_rms
         g.attrs["views"] = cc.views
         g.attrs["corners"] = cc.corners
+        if size != tuple(cc.image_size):
+            g.attrs["calibrated_at"] = np.array(cc.image_size, dtype=np.int64)
+    return left_out
 
 
 def save(cal: Calibration, path: Path) -> Path:
-    """Write calibration.h5 (a new file: an existing one is kept as calibration-<time>.h5)."""
+    """Write calibration.h5. The new file is complete before anything is renamed; an existing one is kept
+    as calibration-<its time>[-N].h5."""
     path = Path(path)
-    if path.exists():
-        stamp = datetime.fromtimestamp(path.stat().st_mtime, UTC).strftime("%Y%m%dT%H%M%S")
-        path.rename(path.with_name(f"{path.stem}-{stamp}{path.suffix}"))
     tmp = path.with_suffix(".h5.part")
     with h5py.File(tmp, "w") as f:
         write_camera_groups(f, cal)
@@ -155,6 +171,14 @@ def save(cal: Calibration, path: Path) -> Path:
         f.attrs["report"] = cal.report()
         if cal.view_errors:
             f.attrs["view_errors"] = json.dumps(cal.view_errors)
+    if path.exists():
+        stamp = datetime.fromtimestamp(path.stat().st_mtime, UTC).strftime("%Y%m%dT%H%M%S")
+        kept = path.with_name(f"{path.stem}-{stamp}{path.suffix}")
+        n = 1
+        while kept.exists():
+            n += 1
+            kept = path.with_name(f"{path.stem}-{stamp}-{n}{path.suffix}")
+        path.rename(kept)
     tmp.replace(path)
     return path
 
@@ -184,15 +208,33 @@ def load(path: Path) -> Calibration:
         source=str(attrs.get("source", "")), created_at=str(attrs.get("created_at", "")))
 
 
-def copy_into_take(cal_path: Path, take_h5: Path) -> bool:
-    """Give a take the session's calibration as /calibration (False when it has one already: a take's
-    calibration is never replaced)."""
+def copy_into_take(cal_path: Path, take_h5: Path) -> list[str] | None:
+    """Give a finished take the session's calibration as /calibration, scaled to the sizes its cameras
+    recorded at. None when it was not written: the take has one already (a take's calibration is never
+    replaced) or is still being recorded; else what was left out (cameras of another shape)."""
     cal = load(cal_path)
+    take_h5 = Path(take_h5)
+    with h5py.File(take_h5, "r") as f:
+        if "calibration" in f or "stopped_lsl" not in f.attrs:
+            return None
+        sizes = {}
+        for cid in f.get("cameras", {}):
+            frames = take_h5.parent / f"{cid}.h5"
+            if frames.exists():
+                with h5py.File(frames, "r") as cf:
+                    sizes[cid] = (int(cf.attrs["width"]), int(cf.attrs["height"]))
     with h5py.File(take_h5, "r+") as f:
-        if "calibration" in f:
-            return False
-        write_camera_groups(f.create_group("calibration"), cal)
-    return True
+        return write_camera_groups(f.create_group("calibration"), cal, sizes)
+
+
+def calibration_in_force(session_dir: Path) -> Path | None:
+    """The calibration for a session's takes: its own calibration.h5, else the newest one accepted in
+    another session of the same sessions folder (a lab calibrates once, then records its subjects)."""
+    own = Path(session_dir) / CALIBRATION_FILE
+    if own.exists():
+        return own
+    others = [p for p in Path(session_dir).parent.glob(f"*/{CALIBRATION_FILE}") if p.is_file()]
+    return max(others, key=lambda p: p.stat().st_mtime, default=None)
 
 
 # --- anipose's calibration.toml ---------------------------------------------------------------------

@@ -49,11 +49,15 @@ HOLDOUT_EVERY = 8  # every 8th view seen by >= 2 cameras is kept out of the adju
 MIN_HOLDOUT_TOTAL = 16  # ...when there are at least this many such views
 MAX_RMS_PX = 1.0  # a camera adjusted to more than this does not fit the board model
 MIN_REJECT_PX = 0.35  # a corner is never called an outlier for missing by less than this
+MAX_REJECTED = 0.2  # a camera losing more of its corners than this as outliers gets a warning
+MIN_VIEW_KEPT = 0.5  # a camera's view that loses more of its corners than this as outliers is dropped whole
+MAX_CHECK_MM = 2.0  # held-out corners triangulated further than this (rms) from the board's shape: warning
+BAD_CHECK_MM = 5.0  # ...and this far: the calibration is wrong
 MIN_TILT_SPREAD_DEG = 15.0
 FLOOR_TILT_DEG = 20.0  # a board this close to level may be the floor view (when none is marked)
 FLOOR_SAME_MM = 5.0  # floor views whose board poses differ by more were not of one board lying still
 MIN_COVERAGE = 0.25
-MAX_NFEV = 100  # per round; on 100 views of 5 cameras each round converges in 10-35
+MAX_NFEV = 500  # per round: a cap; on 100 views of 5 cameras each round converges in 10-35
 N_CAM = 15  # rvec, tvec, fx, fy, cx, cy, k1, k2, p1, p2, k3
 N_VIEW = 6
 
@@ -141,6 +145,7 @@ def calibrate(spec: BoardSpec, image_sizes: dict[str, tuple[int, int]], views: l
     say = progress or (lambda _f, _t: None)
     started = time.perf_counter()
     requested = list(image_sizes)
+    views = [View(v.label, {c: d for c, d in v.detections.items() if c in image_sizes}, v.floor) for v in views]
     advice: list[Advice] = []
     obj = spec.object_points()
     out = Calibration(spec, {}, requested, "not set", advice=advice)
@@ -239,8 +244,11 @@ def calibrate(spec: BoardSpec, image_sizes: dict[str, tuple[int, int]], views: l
 
     # 4. the world frame
     say(0.9, "world frame and checks")
-    floor = [k for k, i in enumerate(fit_ids) if views[i].floor]
+    floor = [k for k, i in enumerate(fit_ids) if views[i].floor and (problem.keep & (problem.view_i == k)).any()]
     found = "marked"
+    if any(v.floor for v in views) and not floor:
+        advice.append(Advice("warning", None, "the view marked as the floor shows no board that fits (too slanted or "
+                             "hidden?): the floor was looked for among the other views"))
     if not floor:
         floor, found = _find_floor(cam_params, view_params, problem, spec), "found: flat and lowest"
     if floor:
@@ -279,7 +287,22 @@ def calibrate(spec: BoardSpec, image_sizes: dict[str, tuple[int, int]], views: l
             advice.append(Advice("error", None, f"{', '.join(below)} would be below the floor: the view taken as "
                                  f"the floor ({labels}) does not show the board lying on it; "
                                  "capture the floor view again"))
+    for ci, c in enumerate(joined):
+        mine = problem.cam_i == ci
+        cc = out.cameras[c]
+        if cc.views < MIN_VIEWS:
+            advice.append(Advice("error", c, f"{c}: only {cc.views} of its views fit the others once the outliers were "
+                                 f"dropped ({int((mine & ~problem.keep).sum())} of {int(mine.sum())} corners): check "
+                                 f"{c}'s focus and the board's flatness, and capture more views"))
+        elif (mine & ~problem.keep).sum() > MAX_REJECTED * mine.sum():
+            advice.append(Advice("warning", c, f"{c}: {int((mine & ~problem.keep).sum())} of its {int(mine.sum())} "
+                                 "corners did not fit and were dropped (blur, glare, a bent board?)"))
     out.triangulation = _triangulation_check(out, obj, [views[i] for i in sorted(held)])
+    tri = out.triangulation.get("rms_mm")
+    if tri is not None and tri > MAX_CHECK_MM:
+        advice.append(Advice("error" if tri > BAD_CHECK_MM else "warning", None,
+                             f"the check failed: corners of views kept out of the adjustment triangulate {tri:.1f} mm "
+                             "(rms) from the board's shape; capture more views, with every camera pair sharing some"))
     _judge(out, views, usable, image_sizes, obj)
     out.stats = {"views": len(fit_ids), "held_out": len(held), "corners": int(problem.keep.sum()),
                  "rejected": int((~problem.keep).sum()), "reference": reference,
@@ -385,18 +408,23 @@ def _adjust(problem: _Problem, full: np.ndarray, free: np.ndarray, opt: SolveOpt
 
 def _reject_outliers(problem: _Problem, full: np.ndarray) -> tuple[int, float]:
     """Drop corners far outside the others' scatter (a corner refined onto a marker's edge at a steep
-    angle), and camera views whose corners fit badly as a whole (a misdetected board, motion blur).
-    Returns how many corners were newly dropped and the scatter (1-sigma per axis, px)."""
+    angle), and camera views that fit badly as a whole (a misdetected board, motion blur): judged on all
+    their corners, so that a bad view cannot pass on the few that happen to fit, and dropped when fewer
+    than MIN_CORNERS or under MIN_VIEW_KEPT of their corners remain. Returns how many corners were newly
+    dropped and the scatter (1-sigma per axis, px)."""
     err = np.linalg.norm(problem.uv - problem.project(full, np.arange(len(problem.uv))), axis=1)
     kept = problem.keep
-    sigma = float(np.median(err[kept])) / 1.1774  # the median of a 2-D Gaussian's radius is 1.1774 sigma
+    sigma = float(np.median(err[kept])) / 1.1774 if kept.any() else 0.0  # median radius of a 2-D Gaussian
     keep = kept & (err <= max(5 * sigma, MIN_REJECT_PX))
-    groups = problem.cam_i * (problem.view_i.max() + 1) + problem.view_i
-    rms = {g: float(np.sqrt(np.mean(err[keep & (groups == g)] ** 2))) for g in np.unique(groups[keep])}
-    median_rms = float(np.median(list(rms.values())))
-    for g, r in rms.items():
-        if r > max(4 * median_rms, 1.0):
-            keep &= groups != g
+    groups = problem.cam_i * (len(problem.view_ids) + 1) + problem.view_i
+    ids, inverse = np.unique(groups, return_inverse=True)
+    total = np.bincount(inverse)
+    rms_all = np.sqrt(np.bincount(inverse, err ** 2) / total)
+    left = np.bincount(inverse, keep.astype(np.float64))
+    alive = np.bincount(inverse, kept.astype(np.float64)) > 0
+    median_rms = float(np.median(rms_all[alive])) if alive.any() else 0.0
+    bad = (rms_all > max(4 * median_rms, 1.0)) | (left < MIN_CORNERS) | (left < MIN_VIEW_KEPT * total)
+    keep &= ~bad[inverse]
     newly = int((kept & ~keep).sum())
     problem.keep = keep
     return newly, sigma

@@ -20,7 +20,7 @@ import numpy as np
 
 from acquisition.takefile import find_take_file, stream_strings
 from calibration.board import BoardSpec
-from calibration.detect import BoardDetector, Detection, diagnose
+from calibration.detect import BoardDetector, Detection, diagnose, full_pixels
 from calibration.result import Advice, Calibration
 from calibration.solve import View, calibrate
 from drivers.camera.framestore import FrameFile
@@ -46,6 +46,7 @@ class _Camera:
     path: Path
     times: np.ndarray  # per frame: aligned (or recorded) host time
     size: tuple[int, int]
+    stamps: np.ndarray  # per frame: as recorded (the clock of the wizard's marks: its previews' frame stamps)
 
 
 def take_cameras(take: Path) -> tuple[dict[str, _Camera], list[tuple[float, str]], str]:
@@ -64,7 +65,7 @@ def take_cameras(take: Path) -> tuple[dict[str, _Camera], list[tuple[float, str]
             if not path.exists():
                 continue
             with FrameFile(path) as ff:
-                times = ff.time_stamps.astype(np.float64)
+                times = stamps = ff.time_stamps.astype(np.float64)
                 index = ff.frame_index
                 size = (int(ff.attrs["width"]), int(ff.attrs["height"]))
             if f"sync/{cid}/time_stamps" in f and f"streams/{cid}" in f:
@@ -73,7 +74,7 @@ def take_cameras(take: Path) -> tuple[dict[str, _Camera], list[tuple[float, str]
                 if len(idx) == len(corrected) and len(idx) >= 2:
                     times = np.interp(index.astype(np.float64), idx, corrected)
                     aligned += 1
-            cams[cid] = _Camera(cid, path, times, size)
+            cams[cid] = _Camera(cid, path, times, size, stamps)
     source = ("the take's /sync times" if aligned == len(cams) and cams else
               "the recorded frame times (the take has no /sync for every camera)")
     return cams, events, source
@@ -82,8 +83,33 @@ def take_cameras(take: Path) -> tuple[dict[str, _Camera], list[tuple[float, str]
 def views_from_take(take: Path, spec: BoardSpec, cameras: list[str] | None = None,
                     progress: Progress | None = None) -> tuple[dict[str, tuple[int, int]], list[View], str]:
     """(image sizes, views, a line on how they were found) for `cameras` (default: all of the take's)."""
+    cams, events, source = take_cameras(Path(take))
+    return _views(take, cams, events, source, spec, cameras, progress or (lambda _f, _t: None))
+
+
+def calibrate_take(take: Path, spec: BoardSpec, cameras: list[str] | None = None,
+                   progress: Progress | None = None) -> Calibration:
+    """Calibrate from a take: its views, the adjustment, and for a camera that found no board in any
+    view, why (a board that does not match the definition). Raises TakeError for a take without frames."""
     say = progress or (lambda _f, _t: None)
     cams, events, source = take_cameras(Path(take))
+    sizes, views, how = _views(take, cams, events, source, spec, cameras, lambda f, t: say(0.5 * f, t))
+    cal = calibrate(spec, sizes, views, progress=lambda f, t: say(0.5 + 0.5 * f, t))
+    cal.source = f"take {take}: {how}"
+    found = []
+    for c in sizes:
+        if len(cams[c].times) < 2:
+            found.append(Advice("error", c, f"{c}: {len(cams[c].times)} frames in this take: was it connected?"))
+        elif not any(c in v.detections for v in views):
+            reason = _diagnose_camera(cams[c], spec)
+            if reason:
+                found.append(Advice("error", c, f"{c}: no board found in its frames: {reason}"))
+    cal.advice[:0] = found  # first: they explain the errors that follow from them
+    return cal
+
+
+def _views(take: Path, cams: dict[str, _Camera], events: list[tuple[float, str]], source: str, spec: BoardSpec,
+           cameras: list[str] | None, say: Progress) -> tuple[dict[str, tuple[int, int]], list[View], str]:
     if not cams:
         raise TakeError(f"{take}: the take has no camera frame files")
     wanted = cameras or list(cams)
@@ -93,8 +119,9 @@ def views_from_take(take: Path, spec: BoardSpec, cameras: list[str] | None = Non
     detector = BoardDetector(spec)
     marks = [t for t, text in events if text == VIEW_MARK]
     floors = [t for t, text in events if text == FLOOR_MARK]
-    if marks:
+    if marks:  # the wizard's captures: times of the frames its previews showed, on the recorded stamps
         moments = sorted(marks + floors)
+        clock = {c: cams[c].stamps for c in wanted}
         how = f"{len(marks)} captured views and {len(floors)} floor marks from the take's events"
     else:
         runs = {}
@@ -102,43 +129,32 @@ def views_from_take(take: Path, spec: BoardSpec, cameras: list[str] | None = Non
             say(0.5 * n / len(wanted), f"looking for a still board in {c}")
             runs[c] = _still_runs(cams[c], detector)
         moments = _merge_runs(runs)
-        how = f"{len(moments)} moments with the board held still"
+        clock = {c: cams[c].times for c in wanted}
+        how = f"{len(moments)} moments with the board held still, on {source}"
+    t0 = min((float(cams[c].times[0]) for c in wanted if len(cams[c].times)), default=0.0)
     views = []
     for n, t in enumerate(moments):
         say(0.5 + 0.5 * n / max(len(moments), 1), f"detecting the board at {len(moments)} moments")
         dets: dict[str, Detection] = {}
         for c in wanted:
-            k = int(np.argmin(np.abs(cams[c].times - t)))
-            if abs(cams[c].times[k] - t) > 0.5 / SCAN_HZ:
+            if not len(clock[c]):
                 continue
-            with FrameFile(cams[c].path) as ff:
-                img = cv2.imdecode(np.frombuffer(ff.frame(k), np.uint8), cv2.IMREAD_GRAYSCALE)
-            d = detector.detect(img)
+            k = int(np.argmin(np.abs(clock[c] - t)))
+            if abs(clock[c][k] - t) > 0.5 / SCAN_HZ:
+                continue
+            img = _frame(cams[c], k, cv2.IMREAD_GRAYSCALE)
+            d = detector.detect(img) if img is not None else Detection.empty()
             if d.usable:
                 dets[c] = d
-        t0 = min(cam.times[0] for cam in cams.values())
         floor = any(abs(t - ft) < 0.6 for ft in floors)
         views.append(View(f"{t - t0:.2f} s", dets, floor=floor))
-    return {c: cams[c].size for c in wanted}, views, f"{how}, on {source}"
+    return {c: cams[c].size for c in wanted}, views, how
 
 
-def calibrate_take(take: Path, spec: BoardSpec, cameras: list[str] | None = None,
-                   progress: Progress | None = None) -> Calibration:
-    """Calibrate from a take: its views, the adjustment, and for a camera that found no board in any
-    view, why (a board that does not match the definition). Raises TakeError for a take without frames."""
-    say = progress or (lambda _f, _t: None)
-    sizes, views, how = views_from_take(take, spec, cameras, lambda f, t: say(0.5 * f, t))
-    cal = calibrate(spec, sizes, views, progress=lambda f, t: say(0.5 + 0.5 * f, t))
-    cal.source = f"take {take}: {how}"
-    cams, _events, _source = take_cameras(Path(take))
-    mismatched = []
-    for c in sizes:
-        if not any(c in v.detections for v in views):
-            reason = _diagnose_camera(cams[c], spec)
-            if reason:
-                mismatched.append(Advice("error", c, f"{c}: no board found in its frames: {reason}"))
-    cal.advice[:0] = mismatched  # first: it explains the errors that follow from it
-    return cal
+def _frame(cam: _Camera, k: int, flag: int) -> np.ndarray | None:
+    """Frame k decoded (None when its JPEG does not decode)."""
+    with FrameFile(cam.path) as ff:
+        return cv2.imdecode(np.frombuffer(ff.frame(k), np.uint8), flag)
 
 
 def _diagnose_camera(cam: _Camera, spec: BoardSpec, samples: int = 8) -> str | None:
@@ -154,6 +170,8 @@ def _diagnose_camera(cam: _Camera, spec: BoardSpec, samples: int = 8) -> str | N
 
 def _still_runs(cam: _Camera, detector: BoardDetector) -> list[tuple[float, float]]:
     """Time spans in which this camera saw the board still (scanned at SCAN_HZ, reduced size)."""
+    if len(cam.times) < 2:
+        return []
     step = max(1, int(round(1.0 / SCAN_HZ / max(float(np.median(np.diff(cam.times))), 1e-3))))
     flag, scale = _reduced(cam.size[0])
     runs: list[tuple[float, float]] = []
@@ -162,9 +180,9 @@ def _still_runs(cam: _Camera, detector: BoardDetector) -> list[tuple[float, floa
     with FrameFile(cam.path) as ff:
         for k in range(0, len(ff), step):
             img = cv2.imdecode(np.frombuffer(ff.frame(k), np.uint8), flag)
-            d = detector.detect(img)
-            d.corners = (d.corners + 0.5) * scale - 0.5
-            still = prev is not None and d.usable and _moved(prev, d) < STILL_PX
+            d = detector.detect(img) if img is not None else Detection.empty()
+            d.corners = full_pixels(d.corners, scale)
+            still = prev is not None and d.usable and prev.max_shift(d) < STILL_PX
             t = float(cam.times[k])
             if still and start is None:
                 start = float(cam.times[max(k - step, 0)])
@@ -182,13 +200,6 @@ def _reduced(width: int) -> tuple[int, float]:
         if width // factor >= SCAN_WIDTH:
             return flag, float(factor)
     return cv2.IMREAD_GRAYSCALE, 1.0
-
-
-def _moved(a: Detection, b: Detection) -> float:
-    common, ia, ib = np.intersect1d(a.ids, b.ids, return_indices=True)
-    if len(common) < 4:
-        return float("inf")
-    return float(np.max(np.linalg.norm(a.corners[ia] - b.corners[ib], axis=1)))
 
 
 def _merge_runs(runs: dict[str, list[tuple[float, float]]]) -> list[float]:

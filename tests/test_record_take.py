@@ -146,7 +146,9 @@ def test_camera_frames_match_their_index_streams(sim_take):
                 tr = truths[cam]
                 k = ff.frame_index + numbers[0]
                 err = ff.time_stamps - (tr["t0"] + k / tr["true_rate"] + tr["latency_s"])
-                assert np.std(err) < (0.001 if cam == "phone" else 1e-4), cam
+                # (the phone's frames are stamped from Wi-Fi arrivals, 10 ms of jitter: its driver's clock fit
+                # still moves by a millisecond or so over a 12 s take; the sync controller takes that out)
+                assert np.std(err) < (0.002 if cam == "phone" else 1e-4), cam
                 assert abs(np.median(err)) < (0.01 if cam == "phone" else 3e-4), cam  # the fit sits on the earliest
                 # the true camera model at the stored frame size, for the calibration benchmark
                 assert tr["camera"]["image_size"] == [480, 270] and len(tr["camera"]["dist"]) == 5

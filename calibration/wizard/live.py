@@ -50,7 +50,7 @@ class CaptureTracker:
         if not det.usable:
             s.detection, s.still_since = None, None
             return
-        moved = _moved(s.detection, det) if s.detection is not None and now - s.seen_at < SEEN_WITHIN_S else np.inf
+        moved = s.detection.max_shift(det) if s.detection is not None and now - s.seen_at < SEEN_WITHIN_S else np.inf
         if moved >= STILL_PX:
             s.still_since = None
         elif s.still_since is None:
@@ -71,9 +71,12 @@ class CaptureTracker:
             return False
         if not all(self.still(c, now) for c in seeing):
             return False
-        if set(seeing) != set(self.last_corners):
+        common = [c for c in seeing if c in self.last_corners]
+        if not common:  # other cameras than at the last capture: a new place
             return True
-        return any(_mean_shift(self.last_corners[c], self.states[c].detection) > NEW_POSE_PX for c in seeing)
+        # a new pose: the board moved in a camera that saw it at the last capture too (a camera joining or
+        # leaving at the edge of its view is no new pose)
+        return any(self.last_corners[c].mean_shift(self.states[c].detection) > NEW_POSE_PX for c in common)
 
     def capture(self, now: float) -> tuple[float, dict[str, Detection]]:
         """(the moment on the frames' clock, the cameras' detections) of a view captured now."""
@@ -82,20 +85,6 @@ class CaptureTracker:
         self.last_corners = {c: self.states[c].detection for c in seeing}
         stamps = [self.states[c].frame_stamp for c in seeing]
         return (float(np.median(stamps)) if stamps else 0.0), dict(self.last_corners)
-
-
-def _moved(a: Detection, b: Detection) -> float:
-    common, ia, ib = np.intersect1d(a.ids, b.ids, return_indices=True)
-    if len(common) < 4:
-        return float("inf")
-    return float(np.max(np.linalg.norm(a.corners[ia] - b.corners[ib], axis=1)))
-
-
-def _mean_shift(a: Detection, b: Detection) -> float:
-    common, ia, ib = np.intersect1d(a.ids, b.ids, return_indices=True)
-    if len(common) < 4:
-        return float("inf")
-    return float(np.mean(np.linalg.norm(a.corners[ia] - b.corners[ib], axis=1)))
 
 
 class LiveDetector(QObject):

@@ -38,13 +38,15 @@ from acquisition.console.widgets import PreviewGrid
 from acquisition.lslconfig import apply_lsl_settings
 from acquisition.rig import expected_streams
 from acquisition.supervisor import camera_ids
+from calibration.board import BoardSpec
+from calibration.commands import DEFAULT_BOARD_WARNING
 from calibration.detect import Detection
 from calibration.result import Calibration
-from calibration.solve import MIN_VIEWS
+from calibration.solve import MIN_SHARED, MIN_VIEWS
 from calibration.take import FLOOR_MARK, VIEW_MARK
 from calibration.wizard.live import CaptureTracker, LiveDetector
 from calibration.wizard.widgets import CoverageMap, PairTable, PosePicture
-from calibration.wizard.worker import CalibrationWorker
+from calibration.wizard.worker import CalibrateJob, CalibrationWorker
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,7 @@ class DetectingPreviews(PreviewGrid):
 
 class CalibrationWizard(QMainWindow):
     ask = pyqtSignal(str, object)
+    run_job = pyqtSignal(str, object, str)
 
     def __init__(self, rig_path: str | None, sessions: str | None, subject: str) -> None:
         super().__init__()
@@ -93,6 +96,7 @@ class CalibrationWizard(QMainWindow):
         self.worker: CalibrationWorker | None = None
         self.thread_: QThread | None = None
         self.detector_thread: QThread | None = None
+        self.job_thread: QThread | None = None
         self.take: str | None = None
         self.take_started = 0.0
         self.result: Calibration | None = None
@@ -111,7 +115,8 @@ class CalibrationWizard(QMainWindow):
             self.message("The rig file does not load", str(exc))
             return
         self.cameras = camera_ids(self.rig)
-        self.spec = self.rig.calibration.board
+        self.spec = self.rig.calibration.board or BoardSpec()
+        self.board_warning = "" if self.rig.calibration.board else DEFAULT_BOARD_WARNING.format(self.spec.describe())
         self.sessions = Path(sessions or self.rig.sessions_dir)
         apply_lsl_settings(self.rig.lsl)
         self._build_cameras_page()
@@ -126,6 +131,11 @@ class CalibrationWizard(QMainWindow):
         lay.addWidget(_heading("1. Cameras"))
         lay.addWidget(QLabel(f"Rig: {self.rig.name}.  Board: {self.spec.describe()}  "
                              "(print it with `flexcap calibrate board --out board.pdf`)."))
+        if self.board_warning:
+            warn = QLabel(f"Warning: {self.board_warning}.")
+            warn.setStyleSheet("color: #b71c1c; font-weight: bold")
+            warn.setWordWrap(True)
+            lay.addWidget(warn)
         self.camera_boxes = {}
         for c in self.cameras:
             box = QCheckBox(c)
@@ -168,7 +178,7 @@ class CalibrationWizard(QMainWindow):
         right.addWidget(QLabel("Where each camera has seen the board:"))
         right.addLayout(grid)
         right.addWidget(QLabel("Views shared by each pair of cameras:"))
-        self.pairs = PairTable(self.cameras)
+        self.pairs = PairTable(self.cameras, MIN_SHARED)
         right.addWidget(self.pairs)
         self.auto = QCheckBox("Capture by itself when the board is held still")
         self.auto.setChecked(True)
@@ -248,6 +258,15 @@ class CalibrationWizard(QMainWindow):
         self.preview_timer.timeout.connect(lambda: self.previews.refresh(self.feed.status_snapshot()))
         self.preview_timer.start(PREVIEW_INTERVAL_MS)
         self.ask.emit("start_rig", {})
+        self.job_thread = QThread()
+        self.job_thread.setObjectName("calibrate")
+        self.job = CalibrateJob()
+        self.job.moveToThread(self.job_thread)
+        self.run_job.connect(self.job.run)
+        self.job.progress.connect(self._progress)
+        self.job.done.connect(self._calibrated)
+        self.job.failed.connect(self._calibration_failed)
+        self.job_thread.start()
 
     def _done(self, name: str, result: Any) -> None:
         getattr(self, f"_done_{name}", lambda _r: None)(result)
@@ -257,16 +276,28 @@ class CalibrationWizard(QMainWindow):
         if name == "shutdown":
             self._finish_close()
             return
-        if name == "calibrate":
+        if name in ("start_capture", "stop_take"):  # back to the first page, ready to start again
+            self.capturing = False
             self.calibrate_button.setEnabled(True)
-            self.capture_again()
-        self.message(f"{name.replace('_', ' ')} failed", text)
+            self.pages.setCurrentIndex(0)
+            self._update_start()
+        if name == "accept":
+            self.accept_button.setEnabled(True)
+        self.message(f"{name.replace('_', ' ').capitalize()} failed", text)
 
     def _notice(self, kind: str, data: Any) -> None:
-        if kind == "progress":
-            fraction, text = data
-            self.progress.setValue(int(fraction * 100))
-            self.progress.setFormat(f"%p %  {text}")
+        pass  # the rig worker's unasked news (a take the recorder stopped) has no page here
+
+    def _progress(self, fraction: float, text: str) -> None:
+        self.progress.setValue(int(fraction * 100))
+        self.progress.setFormat(f"%p %  {text}")
+
+    def _calibration_failed(self, text: str) -> None:
+        self.progress.setVisible(False)
+        self.calibrate_button.setEnabled(True)
+        self.pages.setCurrentIndex(0)  # the take is kept; the operator starts capturing again when ready
+        self._update_start()
+        self.message("The calibration failed", f"{text}\n\nThe calibration take is kept: {self.take}")
 
     def _done_start_rig(self, result: dict) -> None:
         missing = result.get("missing", [])
@@ -356,10 +387,9 @@ class CalibrationWizard(QMainWindow):
         self.ask.emit("stop_take", {})
 
     def _done_stop_take(self, result: dict) -> None:
-        self.ask.emit("calibrate", {"take": result["path"], "cameras": self.tracker.cameras,
-                                    "board": self.spec.model_dump_json()})
+        self.run_job.emit(result["path"], self.tracker.cameras, self.spec.model_dump_json())
 
-    def _done_calibrate(self, cal: Calibration) -> None:
+    def _calibrated(self, cal: Calibration) -> None:
         self.progress.setVisible(False)
         self.calibrate_button.setEnabled(True)
         self.result = cal
@@ -437,10 +467,12 @@ class CalibrationWizard(QMainWindow):
             self.preview_timer.stop()
         if self.feed is not None:
             self.feed.stop()
-        for t in (self.thread_, self.detector_thread):
+        if self.job_thread is not None:
+            self.job.cancel()  # a calibration under way stops at its next step (a few seconds at most)
+        for t in (self.thread_, self.detector_thread, self.job_thread):
             if t is not None:
                 t.quit()
-                t.wait(10000)
+                t.wait(60000)
 
 
 def _heading(text: str) -> QLabel:
