@@ -118,6 +118,8 @@ class PreviewTile(QWidget):
         self.setToolTip(f"{camera}: click to enlarge, click again to see all cameras")
 
     def set_frame(self, img: np.ndarray) -> None:
+        if img.ndim != 3 or img.shape[0] == 0 or img.shape[1] == 0:
+            return  # nothing to show (a preview file being set up)
         self._pixels = np.ascontiguousarray(img)
         h, w, _ = self._pixels.shape
         self.image = QImage(self._pixels.data, w, h, 3 * w, QImage.Format.Format_BGR888)

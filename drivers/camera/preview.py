@@ -43,6 +43,9 @@ class PreviewWriter:
         self.frame_width = frame_width
         self.interval = 1.0 / fps
         size = HEADER.size + self.width * self.height * 3
+        # a new file, never the old one truncated: a reader still mapping the old one (the camera restarted)
+        # must not see it zeroed (or shrink under it: SIGBUS); it notices the new inode and reopens
+        self.path.unlink(missing_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.ftruncate(fd, size)
@@ -117,8 +120,8 @@ class PreviewReader:
         """(BGR image, frame stamp, frame index) of the newest preview; None when nothing is new or
         the writer is mid-image (the next poll gets it)."""
         _, _, seq, w, h, stamp, index = HEADER.unpack_from(self.mm, 0)
-        if seq % 2 or seq == self.last_seq:
-            return None
+        if seq % 2 or seq == self.last_seq or w * h == 0 or HEADER.size + w * h * 3 > len(self.mm):
+            return None  # mid-write, nothing new, or a header not filled in yet
         img = np.frombuffer(self.mm, np.uint8, w * h * 3, HEADER.size).reshape(h, w, 3).copy()
         if HEADER.unpack_from(self.mm, 0)[2] != seq:
             return None
