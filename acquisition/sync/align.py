@@ -25,7 +25,7 @@ from acquisition.sync.events import Event, flash_edges, peak_times, trigger_edge
 from acquisition.sync.fit import DRIFT_PRIOR, Match, SegmentModel, fit_segment, match_events
 from acquisition.sync.heart import ArtifactChannel, align_heart
 from acquisition.sync.timebase import TimeBase, counter_positions, make_timebase
-from acquisition.takefile import find_take_file, stream_strings
+from acquisition.takefile import attr_text, find_take_file, stream_strings
 from drivers.camera.framestore import FrameFile
 from drivers.runtime.streams import stream_id_for
 from drivers.trigger.boxclock import MIN_SPAN_FOR_DRIFT_S, BoxClock, wire_times
@@ -41,6 +41,9 @@ CLOCK_JUMP_S = 0.01  # the box's clock against the host's moving this much betwe
 INCONSISTENT_S = 1e-3  # an event the model misses by more than this contradicts it
 MAX_INCONSISTENT = 0.2  # more than this fraction of contradicting events: the alignment is not trusted
 ECG_DRIFT_PRIOR = 2000e-6
+# a phone's frame times are its driver's fit of Wi-Fi arrival times (10 ms of jitter): over a take that fit
+# still moves, by over 100 ppm in 12 s, and the flashes must be free to take that out
+PHONE_DRIFT_PRIOR = 2000e-6
 # the strap's lead and a trunk electrode see the same QRS with different shapes (and muscle noise bends the
 # artifact's peak): an error the beats' scatter does not show, taken as 0.5 ms (1 sigma)
 HEART_SHAPE_S = 0.5e-3
@@ -290,7 +293,7 @@ def _apply(tb: TimeBase, models: list[SegmentModel]) -> np.ndarray:
 
 
 def _finish(s: StreamSync, events: list[Event], refs: dict, ref_ids: dict, tolerance: float,
-            what: str) -> StreamSync:
+            what: str, drift_prior: float = DRIFT_PRIOR) -> StreamSync:
     s.events = len(events)
     if not events:
         s.problem = f"{s.stream_id} saw no {what}"
@@ -312,7 +315,7 @@ def _finish(s: StreamSync, events: list[Event], refs: dict, ref_ids: dict, toler
         s.matched = 0
         return s
     s.pulses_seen = sorted({m.pulse for m in matches})
-    s.models = _models_by_segment(s.stream_id, s.timebase, matches, [m.event.where for m in matches])
+    s.models = _models_by_segment(s.stream_id, s.timebase, matches, [m.event.where for m in matches], drift_prior)
     s.corrected = _apply(s.timebase, s.models)
     if unmatched:
         s.note = f"{len(unmatched)} of {len(events)} events matched no pulse"
@@ -377,6 +380,7 @@ def _align_camera(sid: str, g: h5py.Group, frame_path: Path, settings: SyncSetti
         s.problem = f"{sid} recorded no frames while the pulses were fired"
         return s
     with FrameFile(frame_path) as ff:
+        drift_prior = PHONE_DRIFT_PRIOR if attr_text(ff.attrs.get("role", "")) == "phone" else DRIFT_PRIOR
         order = {int(k): i for i, k in enumerate(ff.frame_index)}
         frame_rows = [order.get(int(index[r])) for r in rows]
         width = int(ff.attrs.get("width", 0))
@@ -411,7 +415,8 @@ def _align_camera(sid: str, g: h5py.Group, frame_path: Path, settings: SyncSetti
         events = flash_edges(fraction, tb.base[rows], index[rows], exposure, noise)
         for ev in events:
             ev.where = int(rows[ev.where])
-        trial = _finish(trial, events, refs, ref_ids, tolerance=max(1.0 / rate, 0.005), what="flash")
+        trial = _finish(trial, events, refs, ref_ids, tolerance=max(1.0 / rate, 0.005), what="flash",
+                        drift_prior=drift_prior)
         trial.detail = {"led_box": list(ledmod.scale_box(spot, reduce)), "exposure_s": exposure,
                         "gamma": cam.gamma, "levels": [l0, l1], "noise": noise}
         if trial.matched and (best is None or trial.matched > best[0]):
