@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,13 +81,6 @@ def take_cameras(take: Path) -> tuple[dict[str, _Camera], list[tuple[float, str]
     return cams, events, source
 
 
-def views_from_take(take: Path, spec: BoardSpec, cameras: list[str] | None = None,
-                    progress: Progress | None = None) -> tuple[dict[str, tuple[int, int]], list[View], str]:
-    """(image sizes, views, a line on how they were found) for `cameras` (default: all of the take's)."""
-    cams, events, source = take_cameras(Path(take))
-    return _views(take, cams, events, source, spec, cameras, progress or (lambda _f, _t: None))
-
-
 def calibrate_take(take: Path, spec: BoardSpec, cameras: list[str] | None = None,
                    progress: Progress | None = None) -> Calibration:
     """Calibrate from a take: its views, the adjustment, and for a camera that found no board in any
@@ -133,35 +127,36 @@ def _views(take: Path, cams: dict[str, _Camera], events: list[tuple[float, str]]
         how = f"{len(moments)} moments with the board held still, on {source}"
     t0 = min((float(cams[c].times[0]) for c in wanted if len(cams[c].times)), default=0.0)
     views = []
-    for n, t in enumerate(moments):
-        say(0.5 + 0.5 * n / max(len(moments), 1), f"detecting the board at {len(moments)} moments")
-        dets: dict[str, Detection] = {}
-        for c in wanted:
-            if not len(clock[c]):
-                continue
-            k = int(np.argmin(np.abs(clock[c] - t)))
-            if abs(clock[c][k] - t) > 0.5 / SCAN_HZ:
-                continue
-            img = _frame(cams[c], k, cv2.IMREAD_GRAYSCALE)
-            d = detector.detect(img) if img is not None else Detection.empty()
-            if d.usable:
-                dets[c] = d
-        floor = any(abs(t - ft) < 0.6 for ft in floors)
-        views.append(View(f"{t - t0:.2f} s", dets, floor=floor))
+    with ExitStack() as files:
+        frames = {c: files.enter_context(FrameFile(cams[c].path)) for c in wanted}
+        for n, t in enumerate(moments):
+            say(0.5 + 0.5 * n / max(len(moments), 1), f"detecting the board at {len(moments)} moments")
+            dets: dict[str, Detection] = {}
+            for c in wanted:
+                if not len(clock[c]):
+                    continue
+                k = int(np.argmin(np.abs(clock[c] - t)))
+                if abs(clock[c][k] - t) > 0.5 / SCAN_HZ:
+                    continue
+                img = _decode(frames[c], k, cv2.IMREAD_GRAYSCALE)
+                d = detector.detect(img) if img is not None else Detection.empty()
+                if d.usable:
+                    dets[c] = d
+            floor = any(abs(t - ft) < 0.6 for ft in floors)
+            views.append(View(f"{t - t0:.2f} s", dets, floor=floor))
     return {c: cams[c].size for c in wanted}, views, how
 
 
-def _frame(cam: _Camera, k: int, flag: int) -> np.ndarray | None:
+def _decode(ff: FrameFile, k: int, flag: int) -> np.ndarray | None:
     """Frame k decoded (None when its JPEG does not decode)."""
-    with FrameFile(cam.path) as ff:
-        return cv2.imdecode(np.frombuffer(ff.frame(k), np.uint8), flag)
+    return cv2.imdecode(np.frombuffer(ff.frame(k), np.uint8), flag)
 
 
 def _diagnose_camera(cam: _Camera, spec: BoardSpec, samples: int = 8) -> str | None:
     """Why a camera found no board: a look at a few of its frames with other board definitions."""
     with FrameFile(cam.path) as ff:
         for k in np.linspace(0, len(ff) - 1, samples).astype(int) if len(ff) else []:
-            img = cv2.imdecode(np.frombuffer(ff.frame(int(k)), np.uint8), cv2.IMREAD_GRAYSCALE)
+            img = _decode(ff, int(k), cv2.IMREAD_GRAYSCALE)
             reason = diagnose(img, spec) if img is not None else None
             if reason:
                 return reason
@@ -179,7 +174,7 @@ def _still_runs(cam: _Camera, detector: BoardDetector) -> list[tuple[float, floa
     start = None
     with FrameFile(cam.path) as ff:
         for k in range(0, len(ff), step):
-            img = cv2.imdecode(np.frombuffer(ff.frame(k), np.uint8), flag)
+            img = _decode(ff, k, flag)
             d = detector.detect(img) if img is not None else Detection.empty()
             d.corners = full_pixels(d.corners, scale)
             still = prev is not None and d.usable and prev.max_shift(d) < STILL_PX

@@ -31,7 +31,7 @@ from acquisition.console.health import alarms, device_rows
 from acquisition.console.planpanel import PlanPanel, SessionDialog
 from acquisition.console.plots import LivePlots
 from acquisition.console.widgets import Banner, PreviewGrid, RigPanel
-from acquisition.console.worker import RigWorker, device_kinds
+from acquisition.console.worker import RigWorker, device_kinds, on_own_thread
 from acquisition.lslconfig import apply_lsl_settings
 from acquisition.rig import expected_streams
 from acquisition.supervisor import camera_ids
@@ -238,15 +238,12 @@ class ConsoleWindow(QMainWindow):
         self.preview_timer.timeout.connect(lambda: self.previews.refresh(self.feed.status_snapshot()))
         self.preview_timer.start(PREVIEW_INTERVAL_MS)
 
-        self.thread_ = QThread()
-        self.thread_.setObjectName("rig")
         self.worker = RigWorker(rig, sessions)
-        self.worker.moveToThread(self.thread_)
+        self.thread_ = on_own_thread(self.worker, "rig")
         self.ask.connect(self.worker.call)
         self.worker.done.connect(self._done)
         self.worker.failed.connect(self._failed)
         self.worker.notice.connect(self._worker_event)
-        self.thread_.start()
         self.open_rig_action.setEnabled(False)
         if self._startup["subject"]:
             self.open_session(self._startup["subject"], {"operator": self._startup["operator"]},

@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from PyQt6.QtCore import QObject, QTimer, pyqtSignal, pyqtSlot
+from PyQt6.QtCore import QObject, QThread, QTimer, pyqtSignal, pyqtSlot
 
 from acquisition.config import Rig, TakeInfo
 from acquisition.console import preflight
@@ -29,6 +29,16 @@ log = logging.getLogger(__name__)
 
 PREFLIGHT_TAKE_S = 1.5      # between the start and the end train of the test take
 DEFAULT_TAKE_S = 10.0       # a step without a duration, for the disk estimate
+
+
+def on_own_thread(obj: QObject, name: str) -> QThread:
+    """Move a QObject to a new thread of its own, named for diagnostics, and start it: its slots run there
+    when signals from the GUI thread reach them."""
+    thread = QThread()
+    thread.setObjectName(name)
+    obj.moveToThread(thread)
+    thread.start()
+    return thread
 
 
 class WorkerError(RuntimeError):

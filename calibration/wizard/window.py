@@ -35,6 +35,7 @@ from PyQt6.QtWidgets import (
 from acquisition.config import RigError, load_rig
 from acquisition.console.feed import LiveFeed
 from acquisition.console.widgets import PreviewGrid
+from acquisition.console.worker import on_own_thread
 from acquisition.lslconfig import apply_lsl_settings
 from acquisition.rig import expected_streams
 from acquisition.supervisor import camera_ids
@@ -99,6 +100,7 @@ class CalibrationWizard(QMainWindow):
         self.job_thread: QThread | None = None
         self.take: str | None = None
         self.take_started = 0.0
+        self.rig_up = False  # the rig worker has started the rig
         self.result: Calibration | None = None
         self.tracker: CaptureTracker | None = None
         self.captures = 0
@@ -154,11 +156,8 @@ class CalibrationWizard(QMainWindow):
 
     def _build_capture_page(self) -> None:
         self.detector = LiveDetector(self.spec)
-        self.detector_thread = QThread()
-        self.detector_thread.setObjectName("board-detector")
-        self.detector.moveToThread(self.detector_thread)
+        self.detector_thread = on_own_thread(self.detector, "board-detector")
         self.detector.detected.connect(self._detected)
-        self.detector_thread.start()
         page = QWidget()
         outer = QHBoxLayout(page)
         left = QVBoxLayout()
@@ -245,28 +244,21 @@ class CalibrationWizard(QMainWindow):
         wanted = {s["source_id"]: s["stream_id"] for s in expected_streams(self.rig)}
         self.feed = LiveFeed(wanted, self.sessions)
         self.feed.start()
-        self.thread_ = QThread()
-        self.thread_.setObjectName("rig")
         self.worker = CalibrationWorker(self.rig, self.sessions)
-        self.worker.moveToThread(self.thread_)
+        self.thread_ = on_own_thread(self.worker, "rig")
         self.ask.connect(self.worker.call)
         self.worker.done.connect(self._done)
         self.worker.failed.connect(self._failed)
-        self.worker.notice.connect(self._notice)
-        self.thread_.start()
         self.preview_timer = QTimer(self)
         self.preview_timer.timeout.connect(lambda: self.previews.refresh(self.feed.status_snapshot()))
         self.preview_timer.start(PREVIEW_INTERVAL_MS)
         self.ask.emit("start_rig", {})
-        self.job_thread = QThread()
-        self.job_thread.setObjectName("calibrate")
         self.job = CalibrateJob()
-        self.job.moveToThread(self.job_thread)
+        self.job_thread = on_own_thread(self.job, "calibrate")
         self.run_job.connect(self.job.run)
         self.job.progress.connect(self._progress)
         self.job.done.connect(self._calibrated)
         self.job.failed.connect(self._calibration_failed)
-        self.job_thread.start()
 
     def _done(self, name: str, result: Any) -> None:
         getattr(self, f"_done_{name}", lambda _r: None)(result)
@@ -284,9 +276,6 @@ class CalibrationWizard(QMainWindow):
         if name == "accept":
             self.accept_button.setEnabled(True)
         self.message(f"{name.replace('_', ' ').capitalize()} failed", text)
-
-    def _notice(self, kind: str, data: Any) -> None:
-        pass  # the rig worker's unasked news (a take the recorder stopped) has no page here
 
     def _progress(self, fraction: float, text: str) -> None:
         self.progress.setValue(int(fraction * 100))
@@ -306,12 +295,12 @@ class CalibrationWizard(QMainWindow):
         if missing:
             text += f" Not connected yet: {', '.join(missing)}."
         self.rig_status.setText(text + (" " + " ".join(problems) if problems else ""))
+        self.rig_up = True
         self._update_start()
 
     def _update_start(self) -> None:
         chosen = self.selected()
-        self.start_button.setEnabled(self.worker is not None and "The rig is up" in self.rig_status.text()
-                                     and len(chosen) >= 1)
+        self.start_button.setEnabled(self.rig_up and len(chosen) >= 1)
         self.start_button.setText(f"Start capturing with {len(chosen)} camera{'s' if len(chosen) != 1 else ''}")
 
     def selected(self) -> list[str]:
