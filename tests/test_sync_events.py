@@ -198,7 +198,7 @@ def test_a_model_from_events_at_one_end_says_its_error_grows_with_distance():
     """Only the start train (say the take was stopped by a full disk): the drift stays the driver's, and the
     error estimate covers what that drift can do 20 s later."""
     from acquisition.sync.events import Event
-    from acquisition.sync.fit import UNFITTED_DRIFT, Match
+    from acquisition.sync.fit import DEVICE_CLOCK, Match
 
     ref = np.linspace(0, 0.8, 8)
     base = ref + 0.012
@@ -206,7 +206,7 @@ def test_a_model_from_events_at_one_end_says_its_error_grows_with_distance():
                for i, (b, r) in enumerate(zip(base, ref, strict=True))]
     m = fit_segment(matches, 0.0, 20.0)
     assert m is not None and m.drift == 0.0 and m.offset == pytest.approx(-0.012, abs=1e-9)
-    assert m.error_s >= 0.999 * UNFITTED_DRIFT * (20.0 - 0.412)  # 0.39 ms at the far end, not the 2 us of the events
+    assert m.error_s >= 0.999 * DEVICE_CLOCK.unfitted * (20.0 - 0.412)  # 0.39 ms at the far end, not 2 us
 
 
 def test_events_a_misnumbered_timeline_contradicts_are_counted():
@@ -226,3 +226,62 @@ def test_events_a_misnumbered_timeline_contradicts_are_counted():
     assert _inconsistent([m], matches) == (9, 16)
     clean = [Match(Event(r + 0.15, "rise", 5e-5, r + 0.1498, r + 0.1502, True), r, (0, i)) for i, r in enumerate(ref)]
     assert _inconsistent([fit_segment(clean, 0.15, 11.0)], clean) == (0, 16)
+
+
+def _phone_edges(fired: np.ndarray, offset: float, drift: float, phase: float) -> list:
+    """Matches of a phone's flash edges (30 fps, 1/120 s shutter, base frame starts k/30 + phase): an edge
+    inside an exposure is precise, one while the shutter was closed is bounded by the exposures around it."""
+    from acquisition.sync.events import Event
+    from acquisition.sync.fit import Match
+
+    period, exposure = 1 / 30, 1 / 120
+    out = []
+    for i, r in enumerate(fired):
+        t = (r - offset) / (1 + drift)  # the edge on the stream's base clock (true = base + offset + drift base)
+        k = np.floor((t - phase) / period)
+        start = phase + k * period
+        if t < start + exposure:
+            out.append(Match(Event(t, "rise", 1e-5, t - 3e-5, t + 3e-5, True), float(r), (0, i)))
+        else:
+            lo, hi = start + exposure, start + period
+            out.append(Match(Event((lo + hi) / 2, "rise", (hi - lo) / np.sqrt(12), lo, hi, False), float(r), (0, i)))
+    return out
+
+
+def test_a_phone_whose_precise_flashes_are_all_at_the_start_takes_its_drift_from_the_bounded_ones():
+    """A phone's frame times are its driver's fit of Wi-Fi arrivals, off by up to 250 ppm over a take. When
+    only the start train's edges fell inside an exposure, the other trains' edges (each known to the 25 ms the
+    shutter was closed, at different phases) still narrow the drift: the model stays within the phone's 2 ms,
+    and its error estimate covers what it missed."""
+    from acquisition.sync.align import PHONE_CLOCK
+
+    rng = np.random.default_rng(5)
+    offset, drift, phase = -0.15, 220e-6, 0.004
+    period, exposure = 1 / 30, 1 / 120
+    # 8 edges a train; frame k's exposure starts at phase + k period on the base clock. In the start train
+    # three edges fall inside an exposure, every other edge while the shutter was closed.
+    fired = []
+    for t0 in (0.3, 5.0, 10.0, 12.5):
+        for j in range(8):
+            k = np.floor((t0 + 0.08 * j - offset) / period)
+            if t0 < 1 and j in (0, 3, 5):
+                at = phase + k * period + rng.uniform(0.001, exposure - 0.001)
+            else:
+                at = phase + k * period + exposure + rng.uniform(0.001, period - exposure - 0.001)
+            fired.append(offset + at * (1 + drift))
+    fired = np.array(fired)
+    matches = _phone_edges(fired, offset, drift, phase)
+    precise = [m for m in matches if m.event.precise]
+    assert len(precise) >= 3 and max(m.ref_time for m in precise) < 1.0  # only the start train is precise
+    truth_base = (np.linspace(0.0, 13.0, 200) - offset) / (1 + drift)
+    m = fit_segment(matches, truth_base[0], truth_base[-1], clock=PHONE_CLOCK)
+    assert m is not None and m.method == "fit"
+    worst = float(np.max(np.abs(m.apply(truth_base) - np.linspace(0.0, 13.0, 200))))
+    assert m.drift == pytest.approx(drift, abs=100e-6)
+    assert worst < 1.5e-3 and worst <= 1.96 * m.error_s < 2.5e-3, (worst, m.error_s)
+    # without the bounded edges the drift is the driver's: 2.8 ms off at the end, and the estimate (250 ppm
+    # over the take) says so
+    alone = fit_segment(precise, truth_base[0], truth_base[-1], clock=PHONE_CLOCK)
+    assert alone is not None and alone.drift == 0.0
+    missed = float(np.max(np.abs(alone.apply(truth_base) - np.linspace(0.0, 13.0, 200))))
+    assert 2.5e-3 < missed <= 1.96 * alone.error_s, (missed, alone.error_s)

@@ -22,7 +22,7 @@ import numpy as np
 from acquisition.config import RigError, SyncSettings, parse_rig
 from acquisition.sync import led as ledmod
 from acquisition.sync.events import Event, flash_edges, peak_times, trigger_edges, two_levels
-from acquisition.sync.fit import DRIFT_PRIOR, Match, SegmentModel, fit_segment, match_events
+from acquisition.sync.fit import DEVICE_CLOCK, ClockPrior, Match, SegmentModel, fit_segment, match_events
 from acquisition.sync.heart import ArtifactChannel, align_heart
 from acquisition.sync.timebase import TimeBase, counter_positions, make_timebase
 from acquisition.takefile import attr_text, find_take_file, stream_strings
@@ -40,10 +40,13 @@ MIN_INHERIT_RATE = 10.0  # Hz: streams sampled on the device's clock (not events
 CLOCK_JUMP_S = 0.01  # the box's clock against the host's moving this much between two queries: it restarted
 INCONSISTENT_S = 1e-3  # an event the model misses by more than this contradicts it
 MAX_INCONSISTENT = 0.2  # more than this fraction of contradicting events: the alignment is not trusted
-ECG_DRIFT_PRIOR = 2000e-6
-# a phone's frame times are its driver's fit of Wi-Fi arrival times (10 ms of jitter): over a take that fit
-# still moves, by over 100 ppm in 12 s, and the flashes must be free to take that out
-PHONE_DRIFT_PRIOR = 2000e-6
+# a strap's ECG clock is fitted by its driver against a nominal rate it may miss by 0.4 % (the H10's): the
+# beats may correct a larger drift than a device counter's
+ECG_CLOCK = ClockPrior(drift=2000e-6, unfitted=DEVICE_CLOCK.unfitted)
+# a phone's frame times are its driver's fit of Wi-Fi arrival times (20 ms of jitter): over a take that fit
+# still moves, by 70-220 ppm in 12 s (measured against the simulation's truth in 16 takes), so the flashes
+# must be free to take that out, and where they cannot the estimate must say what it can leave
+PHONE_CLOCK = ClockPrior(drift=2000e-6, unfitted=250e-6)
 # the strap's lead and a trunk electrode see the same QRS with different shapes (and muscle noise bends the
 # artifact's peak): an error the beats' scatter does not show, taken as 0.5 ms (1 sigma)
 HEART_SHAPE_S = 0.5e-3
@@ -257,15 +260,15 @@ def _lsl_only(sid: str, g: h5py.Group) -> StreamSync:
 
 
 def _models_by_segment(sid: str, tb: TimeBase, matches: list[Match], rows: list[int],
-                       drift_prior: float = DRIFT_PRIOR) -> list[SegmentModel]:
+                       clock: ClockPrior = DEVICE_CLOCK) -> list[SegmentModel]:
     """One model per gap-free segment with events; segments without events borrow the nearest model."""
     models: list[SegmentModel | None] = []
     segs = tb.segments or []
     if not segs:
-        return [m for m in [fit_segment(matches, float(tb.base.min()), float(tb.base.max()), 0.0, drift_prior)] if m]
+        return [m for m in [fit_segment(matches, float(tb.base.min()), float(tb.base.max()), 0.0, clock)] if m]
     for seg in segs:
         mine = [m for m, r in zip(matches, rows, strict=True) if seg.start <= r < seg.stop]
-        models.append(fit_segment(mine, float(tb.base[seg.start]), float(tb.base[seg.stop - 1]), 0.0, drift_prior))
+        models.append(fit_segment(mine, float(tb.base[seg.start]), float(tb.base[seg.stop - 1]), 0.0, clock))
     have = [i for i, m in enumerate(models) if m is not None]
     if not have:
         return []
@@ -293,7 +296,7 @@ def _apply(tb: TimeBase, models: list[SegmentModel]) -> np.ndarray:
 
 
 def _finish(s: StreamSync, events: list[Event], refs: dict, ref_ids: dict, tolerance: float,
-            what: str, drift_prior: float = DRIFT_PRIOR) -> StreamSync:
+            what: str, clock: ClockPrior = DEVICE_CLOCK) -> StreamSync:
     s.events = len(events)
     if not events:
         s.problem = f"{s.stream_id} saw no {what}"
@@ -315,7 +318,7 @@ def _finish(s: StreamSync, events: list[Event], refs: dict, ref_ids: dict, toler
         s.matched = 0
         return s
     s.pulses_seen = sorted({m.pulse for m in matches})
-    s.models = _models_by_segment(s.stream_id, s.timebase, matches, [m.event.where for m in matches], drift_prior)
+    s.models = _models_by_segment(s.stream_id, s.timebase, matches, [m.event.where for m in matches], clock)
     s.corrected = _apply(s.timebase, s.models)
     if unmatched:
         s.note = f"{len(unmatched)} of {len(events)} events matched no pulse"
@@ -380,7 +383,7 @@ def _align_camera(sid: str, g: h5py.Group, frame_path: Path, settings: SyncSetti
         s.problem = f"{sid} recorded no frames while the pulses were fired"
         return s
     with FrameFile(frame_path) as ff:
-        drift_prior = PHONE_DRIFT_PRIOR if attr_text(ff.attrs.get("role", "")) == "phone" else DRIFT_PRIOR
+        clock = PHONE_CLOCK if attr_text(ff.attrs.get("role", "")) == "phone" else DEVICE_CLOCK
         order = {int(k): i for i, k in enumerate(ff.frame_index)}
         frame_rows = [order.get(int(index[r])) for r in rows]
         width = int(ff.attrs.get("width", 0))
@@ -416,7 +419,7 @@ def _align_camera(sid: str, g: h5py.Group, frame_path: Path, settings: SyncSetti
         for ev in events:
             ev.where = int(rows[ev.where])
         trial = _finish(trial, events, refs, ref_ids, tolerance=max(1.0 / rate, 0.005), what="flash",
-                        drift_prior=drift_prior)
+                        clock=clock)
         trial.detail = {"led_box": list(ledmod.scale_box(spot, reduce)), "exposure_s": exposure,
                         "gamma": cam.gamma, "levels": [l0, l1], "noise": noise}
         if trial.matched and (best is None or trial.matched > best[0]):
@@ -464,9 +467,7 @@ def _align_ecg(groups: h5py.Group, streams: dict[str, StreamSync], settings: Syn
             continue
         emg_error = max((streams[hm.channel.split(":")[0]].error_s or 0.0), 0.0)
         s.matched, s.unmatched = len(hm.matches), len(beats) - len(hm.matches)
-        # a strap's ECG clock is fitted by its driver against a nominal rate it may miss by 0.4 % (the H10's):
-        # the beats may correct a larger drift than a device counter's
-        s.models = _models_by_segment(sid, tb, hm.matches, [m.event.where for m in hm.matches], ECG_DRIFT_PRIOR)
+        s.models = _models_by_segment(sid, tb, hm.matches, [m.event.where for m in hm.matches], ECG_CLOCK)
         for m in s.models:
             m.error_s = float(np.sqrt(m.error_s ** 2 + emg_error ** 2 + HEART_SHAPE_S ** 2))
         s.corrected = _apply(tb, s.models)

@@ -20,9 +20,25 @@ import numpy as np
 from acquisition.sync.events import Event
 
 MIN_DRIFT_SPAN_S = 3.0  # events spanning less than this: offset only (drift stays the driver's)
-DRIFT_PRIOR = 100e-6  # the residual drift after the drivers' own clock fits is small
-UNFITTED_DRIFT = 20e-6  # what a driver's own clock fit leaves of a crystal's drift (1 sigma)
-MIN_DRIFT_EVENTS_PER_HALF = 2  # a drift needs precise events at both ends of the take, two at least at each
+# a drift needs precise events at both ends of the take, and one more than the line needs (so that the
+# residuals can show a bad one)
+MIN_DRIFT_EVENTS_PER_HALF = 1
+MIN_DRIFT_EVENTS = 3
+BOUNDED_DRIFT_MIN_S = 1.0  # bounded events nearer than this to the precise ones say little of the drift
+
+
+@dataclass(frozen=True)
+class ClockPrior:
+    """What is known of a stream's base clock before its events are fitted: how far its drift may be
+    from the driver's own fit (the prior of a fitted drift), and how far the driver's fit leaves it when
+    the events cannot measure the drift (both relative, 1 sigma)."""
+
+    drift: float
+    unfitted: float
+
+
+# a device counter fitted against arrivals over a long window: the residual drift is small
+DEVICE_CLOCK = ClockPrior(drift=100e-6, unfitted=20e-6)
 
 
 @dataclass
@@ -98,7 +114,7 @@ def _nearest_gap(r: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def fit_segment(matches: list[Match], start: float, stop: float, extra_sigma: float = 0.0,
-                drift_prior: float = DRIFT_PRIOR) -> SegmentModel | None:
+                clock: ClockPrior = DEVICE_CLOCK) -> SegmentModel | None:
     """The model for one segment from its matched events (None when there are none)."""
     if not matches:
         return None
@@ -113,7 +129,7 @@ def fit_segment(matches: list[Match], start: float, stop: float, extra_sigma: fl
         keep = precise.copy()
         offset, drift, cov = 0.0, 0.0, np.zeros((2, 2))
         for _ in range(4):
-            offset, drift, cov = _wls(b[keep], r[keep], s[keep], ref, drift_prior)
+            offset, drift, cov = _wls(b[keep], r[keep], s[keep], ref, clock.drift)
             res = r - b - offset - drift * (b - ref)
             med = np.median(res[keep])
             mad = 1.4826 * np.median(np.abs(res[keep] - med))
@@ -131,9 +147,20 @@ def fit_segment(matches: list[Match], start: float, stop: float, extra_sigma: fl
         chi2 = float(np.sum((res[keep] / s[keep]) ** 2)) / max(dof, 1)
         scale2 = max(1.0, chi2)
         half = max(stop - ref, ref - start, 0.0)
-        # without events at both ends the drift is the driver's own, known to about UNFITTED_DRIFT: far from
-        # the events that is the error that grows
-        unfitted = (UNFITTED_DRIFT * half) ** 2 if cov[1, 1] == 0.0 else 0.0
+        # without precise events at both ends the drift is the driver's own, known to about clock.unfitted, or
+        # what the bounded events far from the precise ones leave of it: far from the events that is the error
+        # that grows
+        drift_sd = clock.unfitted
+        if cov[1, 1] == 0.0:
+            at = float(np.average(b[keep], weights=1.0 / np.maximum(s[keep], 1e-7) ** 2))
+            bounded = _drift_from_bounds(b[~precise] - at, r[~precise] - hi[~precise], r[~precise] - lo[~precise],
+                                         offset, 3.0 * float(np.sqrt(scale2 * cov[0, 0])))
+            if bounded is not None and bounded[1] < drift_sd:
+                drift, drift_sd = bounded
+                ref = at  # the offset holds where the precise events are
+                half = max(stop - ref, ref - start, 0.0)
+                res = r - b - offset - drift * (b - ref)
+        unfitted = (drift_sd * half) ** 2 if cov[1, 1] == 0.0 else 0.0
         err = float(np.sqrt(scale2 * (cov[0, 0] + cov[1, 1] * half ** 2) + unfitted + extra_sigma ** 2))
         return SegmentModel(start, stop, offset, drift, ref, int(keep.sum()), int(precise.sum() - keep.sum()), rms,
                             err, "fit", res[keep], b[keep])
@@ -144,21 +171,39 @@ def fit_segment(matches: list[Match], start: float, stop: float, extra_sigma: fl
         low, high = min(low, high), max(low, high)
     offset = (low + high) / 2
     half = max(stop - ref, ref - start, 0.0)
-    err = float(np.sqrt(((high - low) / np.sqrt(12)) ** 2 + (UNFITTED_DRIFT * half) ** 2 + extra_sigma ** 2))
+    err = float(np.sqrt(((high - low) / np.sqrt(12)) ** 2 + (clock.unfitted * half) ** 2 + extra_sigma ** 2))
     res = r - ((lo + hi) / 2) - offset
     return SegmentModel(start, stop, offset, 0.0, ref, len(matches), 0, float(np.sqrt(np.mean(res ** 2))), err,
                         "intervals", res, b)
 
 
+def _drift_from_bounds(x: np.ndarray, low: np.ndarray, high: np.ndarray, offset: float,
+                      margin: float) -> tuple[float, float] | None:
+    """The drift that bounded events at distances x (s) from the precise ones allow, as (middle, 1 sigma):
+    each says offset + drift * x lies in [low, high] (widened by the offset's own margin). Flashes that began
+    while the shutter was closed are many, each known to a frame period at a different phase, so together
+    they narrow the drift where precise events are missing (None: none far enough, or they contradict)."""
+    far = np.abs(x) >= BOUNDED_DRIFT_MIN_S
+    if not far.any():
+        return None
+    x, lo, hi = x[far], low[far] - offset - margin, high[far] - offset + margin
+    d_lo = float(np.max(np.where(x > 0, lo, hi) / x))
+    d_hi = float(np.min(np.where(x > 0, hi, lo) / x))
+    if d_lo > d_hi:
+        return None
+    return (d_lo + d_hi) / 2, (d_hi - d_lo) / np.sqrt(12)
+
+
 def _wls(b: np.ndarray, r: np.ndarray, s: np.ndarray, ref: float,
-         drift_prior: float = DRIFT_PRIOR) -> tuple[float, float, np.ndarray]:
-    """offset, drift and their covariance; drift only when the events span MIN_DRIFT_SPAN_S."""
+         drift_prior: float) -> tuple[float, float, np.ndarray]:
+    """offset, drift and their covariance; drift only when the events span MIN_DRIFT_SPAN_S with
+    MIN_DRIFT_EVENTS_PER_HALF in each half."""
     w = 1.0 / np.maximum(s, 1e-7) ** 2
     y = r - b
     x = b - ref
     mid = (b.min() + b.max()) / 2
     each_half = min(int(np.sum(b < mid)), int(np.sum(b >= mid)))
-    if np.ptp(b) < MIN_DRIFT_SPAN_S or each_half < MIN_DRIFT_EVENTS_PER_HALF:
+    if np.ptp(b) < MIN_DRIFT_SPAN_S or each_half < MIN_DRIFT_EVENTS_PER_HALF or len(b) < MIN_DRIFT_EVENTS:
         offset = float(np.sum(w * y) / np.sum(w))
         return offset, 0.0, np.array([[1.0 / np.sum(w), 0.0], [0.0, 0.0]])
     a = np.stack([np.ones_like(x), x], axis=1)
