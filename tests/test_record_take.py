@@ -39,8 +39,8 @@ def test_take_validates_and_has_every_stream(sim_take):
         assert f.attrs["format"] == "flexcap.take" and f.attrs["format_version"] == 1
         assert f.attrs["subject"] == "S01" and f.attrs["action"] == "squat" and f.attrs["repetition"] == 1
         assert f.attrs["take"] == "001_squat_1"
-        # 12 s, then the end train (under a second) and the settling time for the slowest device
-        assert 12.9 <= f.attrs["stopped_lsl"] - f.attrs["started_lsl"] < 14.0
+        # 18 s, then the end train (under a second) and the settling time for the slowest device
+        assert 18.9 <= f.attrs["stopped_lsl"] - f.attrs["started_lsl"] < 20.0
         assert json.loads(f.attrs["rig"])["name"] == "simlab"
         assert set(f["cameras"]) == {"cam1", "cam2", "cam3", "cam4", "phone"}
 
@@ -87,9 +87,9 @@ def test_trigger_pulses_are_recorded_once_each(sim_take):
         markers = [json.loads(row[0]) for row in stream_strings(f["streams/trigger_pulses"])]
         stamps = f["streams/trigger_pulses/time_stamps"][()]
         trigger = f["streams/emg1/time_series"][:, -2]
-    assert len(fired) == 16  # a train of 4 pulses at the start, one 5 s and 10 s later, one at the end
+    assert len(fired) == 20  # a train of 4 pulses at the start, one 5, 10 and 15 s later, one at the end
     assert [(m["train"], m["pulse"]) for m in markers] == [(seq, i) for seq, i, _, _ in fired]
-    assert [m["label"] for m in markers] == ["take_start"] * 4 + ["periodic"] * 8 + ["take_end"] * 4
+    assert [m["label"] for m in markers] == ["take_start"] * 4 + ["periodic"] * 12 + ["take_end"] * 4
     assert [m["train"] for m in markers[:1]] == [box["trains"][0]["seq"]]
     rises = np.array([r for _, _, r, _ in fired])
     falls = np.array([fa for _, _, _, fa in fired])
@@ -102,7 +102,7 @@ def test_trigger_pulses_are_recorded_once_each(sim_take):
         widths = [round((fa - r) * 1000) for r, fa in t["pulses"]]
         assert widths == [(120 if (t["seq"] >> i) & 1 else 80) for i in range(4)]
     # the EMG trigger channel rises once per pulse
-    assert int(np.sum((trigger[1:] > 0.5) & (trigger[:-1] <= 0.5))) == 16
+    assert int(np.sum((trigger[1:] > 0.5) & (trigger[:-1] <= 0.5))) == 20
 
 
 def test_chest_streams_are_complete(sim_take):
@@ -146,9 +146,15 @@ def test_camera_frames_match_their_index_streams(sim_take):
                 tr = truths[cam]
                 k = ff.frame_index + numbers[0]
                 err = ff.time_stamps - (tr["t0"] + k / tr["true_rate"] + tr["latency_s"])
-                # (the phone's frames are stamped from Wi-Fi arrivals, 10 ms of jitter: its driver's clock fit
-                # still moves by a millisecond or so over a 12 s take; the sync controller takes that out)
-                assert np.std(err) < (0.002 if cam == "phone" else 1e-4), cam
+                # (the phone's frames are stamped from Wi-Fi arrivals, 20 ms of jitter: the jitter is gone, but
+                # its driver's online clock fit wanders by a few ms over a take, in steps when a less delayed
+                # frame arrives; no frame is misnumbered (a 33 ms step). The sync controller's time base is one
+                # line through the frame numbers, which takes that out)
+                if cam == "phone":
+                    assert np.max(np.abs(err - np.median(err))) < 0.005, cam
+                    assert np.max(np.abs(np.diff(err))) < 0.005, cam
+                else:
+                    assert np.std(err) < 1e-4, cam
                 assert abs(np.median(err)) < (0.01 if cam == "phone" else 3e-4), cam  # the fit sits on the earliest
                 # the true camera model at the stored frame size, for the calibration benchmark
                 assert tr["camera"]["image_size"] == [480, 270] and len(tr["camera"]["dist"]) == 5

@@ -82,11 +82,11 @@ def test_every_pulse_is_found_in_every_stream_that_sees_the_trigger(sim_take):
 def test_report_files_and_the_command_line(sim_take, tmp_path):
     report = (sim_take.path / REPORT_TXT).read_text()
     assert report.splitlines()[1].startswith("verdict: GREEN: 10 streams aligned to the trigger box within tolerance")
-    assert "pulses: 16 in 4 trains (take_start, periodic, periodic, take_end) on trigger_pulses" in report
+    assert "pulses: 20 in 5 trains (take_start, periodic, periodic, periodic, take_end) on trigger_pulses" in report
     table = json.loads((sim_take.path / REPORT_JSON).read_text())
     assert table["verdict"] == "green"
     rows = {r["stream"]: r for r in table["streams"]}
-    assert rows["emg3"]["matched"] == 32 and rows["chest_ecg"]["channel"].startswith("emg3:")
+    assert rows["emg3"]["matched"] == 40 and rows["chest_ecg"]["channel"].startswith("emg3:")
     png = cv2.imread(str(sim_take.path / REPORT_PNG))
     assert png is not None and png.shape[1] == 1000 and png.shape[0] > 300
     # flexcap sync on a copy: the same /sync, raw stamps untouched, an earlier /sync replaced

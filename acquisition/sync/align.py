@@ -44,9 +44,9 @@ MAX_INCONSISTENT = 0.2  # more than this fraction of contradicting events: the a
 # beats may correct a larger drift than a device counter's
 ECG_CLOCK = ClockPrior(drift=2000e-6, unfitted=DEVICE_CLOCK.unfitted)
 # a phone's frame times are its driver's fit of Wi-Fi arrival times (20 ms of jitter): over a take that fit
-# still moves, by 70-220 ppm in 12 s (measured against the simulation's truth in 16 takes), so the flashes
+# still moves, by 20-360 ppm in 12 s (measured against the simulation's truth in 26 takes), so the flashes
 # must be free to take that out, and where they cannot the estimate must say what it can leave
-PHONE_CLOCK = ClockPrior(drift=2000e-6, unfitted=250e-6)
+PHONE_CLOCK = ClockPrior(drift=2000e-6, unfitted=400e-6)
 # the strap's lead and a trunk electrode see the same QRS with different shapes (and muscle noise bends the
 # artifact's peak): an error the beats' scatter does not show, taken as 0.5 ms (1 sigma)
 HEART_SHAPE_S = 0.5e-3
