@@ -42,7 +42,12 @@ def test_a_rig_file_that_does_not_load_gets_a_dialog(qapp, tmp_path: Path, conte
     assert window.open_rig_action.isEnabled() and not window.record_button.isEnabled()
     QTest.mouseClick(window.record_button, Qt.MouseButton.LeftButton)
     assert window.recording is None
-    closed(window)
+    # closing the console (Ctrl-C in its terminal does this) closes its open message too: nothing keeps the
+    # application alive
+    assert window.dialogs[-1].isVisible()
+    window.close()
+    wait_until(lambda: window.closing, 60, "the console to close")
+    assert not [w for w in qapp.topLevelWidgets() if w.isVisible()]
 
 
 def test_a_device_that_never_appears_is_named_and_the_others_run(qapp, tmp_path: Path) -> None:

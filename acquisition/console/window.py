@@ -610,5 +610,9 @@ class ConsoleWindow(QMainWindow):
         if self.thread_ is not None:
             self.thread_.quit()
             self.thread_.wait(10000)
+        for d in self.dialogs:  # an open message is a window of its own: it would keep the application alive
+            d.close()
         self.closing = True
-        self.close()
+        # not close() here: called from closeEvent (no rig to stop), a nested close is ignored and the window
+        # stayed open (Ctrl-C did nothing)
+        QTimer.singleShot(0, self.close)
