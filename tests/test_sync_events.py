@@ -228,24 +228,46 @@ def test_events_a_misnumbered_timeline_contradicts_are_counted():
     assert _inconsistent([fit_segment(clean, 0.15, 11.0)], clean) == (0, 16)
 
 
-def _phone_edges(fired: np.ndarray, offset: float, drift: float, phase: float) -> list:
-    """Matches of a phone's flash edges (30 fps, 1/120 s shutter, base frame starts k/30 + phase): an edge
-    inside an exposure is precise, one while the shutter was closed is bounded by the exposures around it."""
+PHONE_PERIOD, PHONE_EXPOSURE = 1 / 30, 1 / 120
+PHONE_OFFSET, PHONE_DRIFT, PHONE_PHASE = -0.15, 220e-6, 0.004
+PHONE_TRAINS = (0.3, 5.0, 10.0, 12.5)
+
+
+def _phone_take(inside: set[tuple[int, int]], seed: int = 5) -> list:
+    """Matches of a phone's flash edges: 30 fps, 1/120 s shutter, frame k's exposure starting at phase + k
+    period on its base clock (true = base + offset + drift base), 8 edges in each of PHONE_TRAINS. The edges
+    (train, j) in `inside` fall inside an exposure (precise), every other one while the shutter was closed
+    (bounded by the exposures around it)."""
     from acquisition.sync.events import Event
     from acquisition.sync.fit import Match
 
-    period, exposure = 1 / 30, 1 / 120
+    rng = np.random.default_rng(seed)
+    period, exposure = PHONE_PERIOD, PHONE_EXPOSURE
     out = []
-    for i, r in enumerate(fired):
-        t = (r - offset) / (1 + drift)  # the edge on the stream's base clock (true = base + offset + drift base)
-        k = np.floor((t - phase) / period)
-        start = phase + k * period
-        if t < start + exposure:
-            out.append(Match(Event(t, "rise", 1e-5, t - 3e-5, t + 3e-5, True), float(r), (0, i)))
-        else:
-            lo, hi = start + exposure, start + period
-            out.append(Match(Event((lo + hi) / 2, "rise", (hi - lo) / np.sqrt(12), lo, hi, False), float(r), (0, i)))
+    for i, t0 in enumerate(PHONE_TRAINS):
+        for j in range(8):
+            k = np.floor((t0 + 0.08 * j - PHONE_OFFSET) / period)
+            start = PHONE_PHASE + k * period
+            if (i, j) in inside:
+                t = start + rng.uniform(0.001, exposure - 0.001)
+                event = Event(t, "rise", 1e-5, t - 3e-5, t + 3e-5, True)
+            else:
+                t = start + exposure + rng.uniform(0.001, period - exposure - 0.001)
+                lo, hi = start + exposure, start + period
+                event = Event((lo + hi) / 2, "rise", (hi - lo) / np.sqrt(12), lo, hi, False)
+            out.append(Match(event, float(PHONE_OFFSET + t * (1 + PHONE_DRIFT)), (i, j)))
     return out
+
+
+def _phone_fit(matches: list):
+    """The phone's model over a 13 s take, and its worst error against true time."""
+    from acquisition.sync.align import PHONE_CLOCK
+
+    true = np.linspace(0.0, 13.0, 200)
+    base = (true - PHONE_OFFSET) / (1 + PHONE_DRIFT)
+    m = fit_segment(matches, base[0], base[-1], clock=PHONE_CLOCK)
+    assert m is not None and m.method == "fit"
+    return m, float(np.max(np.abs(m.apply(base) - true)))
 
 
 def test_a_phone_whose_precise_flashes_are_all_at_the_start_takes_its_drift_from_the_bounded_ones():
@@ -253,35 +275,30 @@ def test_a_phone_whose_precise_flashes_are_all_at_the_start_takes_its_drift_from
     only the start train's edges fell inside an exposure, the other trains' edges (each known to the 25 ms the
     shutter was closed, at different phases) still narrow the drift: the model stays within the phone's 2 ms,
     and its error estimate covers what it missed."""
-    from acquisition.sync.align import PHONE_CLOCK
-
-    rng = np.random.default_rng(5)
-    offset, drift, phase = -0.15, 220e-6, 0.004
-    period, exposure = 1 / 30, 1 / 120
-    # 8 edges a train; frame k's exposure starts at phase + k period on the base clock. In the start train
-    # three edges fall inside an exposure, every other edge while the shutter was closed.
-    fired = []
-    for t0 in (0.3, 5.0, 10.0, 12.5):
-        for j in range(8):
-            k = np.floor((t0 + 0.08 * j - offset) / period)
-            if t0 < 1 and j in (0, 3, 5):
-                at = phase + k * period + rng.uniform(0.001, exposure - 0.001)
-            else:
-                at = phase + k * period + exposure + rng.uniform(0.001, period - exposure - 0.001)
-            fired.append(offset + at * (1 + drift))
-    fired = np.array(fired)
-    matches = _phone_edges(fired, offset, drift, phase)
-    precise = [m for m in matches if m.event.precise]
-    assert len(precise) >= 3 and max(m.ref_time for m in precise) < 1.0  # only the start train is precise
-    truth_base = (np.linspace(0.0, 13.0, 200) - offset) / (1 + drift)
-    m = fit_segment(matches, truth_base[0], truth_base[-1], clock=PHONE_CLOCK)
-    assert m is not None and m.method == "fit"
-    worst = float(np.max(np.abs(m.apply(truth_base) - np.linspace(0.0, 13.0, 200))))
-    assert m.drift == pytest.approx(drift, abs=100e-6)
+    matches = _phone_take({(0, 0), (0, 3), (0, 5)})
+    m, worst = _phone_fit(matches)
+    assert m.drift == pytest.approx(PHONE_DRIFT, abs=100e-6)
     assert worst < 1.5e-3 and worst <= 1.96 * m.error_s < 2.5e-3, (worst, m.error_s)
     # without the bounded edges the drift is the driver's: 2.8 ms off at the end, and the estimate (400 ppm
     # over the take) says so
-    alone = fit_segment(precise, truth_base[0], truth_base[-1], clock=PHONE_CLOCK)
-    assert alone is not None and alone.drift == 0.0
-    missed = float(np.max(np.abs(alone.apply(truth_base) - np.linspace(0.0, 13.0, 200))))
+    alone, missed = _phone_fit([x for x in matches if x.event.precise])
+    assert alone.drift == 0.0
     assert 2.5e-3 < missed <= 1.96 * alone.error_s, (missed, alone.error_s)
+
+
+def test_a_lone_precise_flash_at_the_other_end_sets_the_drift_unless_the_bounded_ones_contradict_it():
+    """Three precise edges at the start and one at the end: the lone one measures the drift (nothing else in
+    its half could show it wrong, so the bounded edges check it). Misread by 5 ms, the bounded edges
+    overrule it, and the estimate still covers the error."""
+    inside = {(0, 0), (0, 3), (0, 5), (3, 4)}
+    m, worst = _phone_fit(_phone_take(inside))
+    assert m.drift == pytest.approx(PHONE_DRIFT, abs=5e-6) and worst < 1e-4 and worst <= 1.96 * m.error_s
+    misread = _phone_take(inside)
+    lone = next(x for x in misread if x.pulse == (3, 4))
+    lone.event.time += 0.005
+    m, worst = _phone_fit(misread)
+    assert abs(m.drift - PHONE_DRIFT) < 100e-6, m.drift  # a 5 ms misreading would put it 400 ppm off
+    assert worst < 1.5e-3 and worst <= 1.96 * m.error_s, (worst, m.error_s)
+    # one precise edge at each end and nothing else precise: the two measure the drift, checked by the rest
+    m, worst = _phone_fit(_phone_take({(0, 2), (3, 6)}))
+    assert m.drift == pytest.approx(PHONE_DRIFT, abs=5e-6) and worst < 1e-4 and worst <= 1.96 * m.error_s

@@ -6,9 +6,12 @@ Matching: every pairing of a detected edge with a fired edge of the same kind pr
 has its own widths and gaps), so only the true offset lines up many events at once.
 
 Fitting: weighted least squares over the precise events, with outliers (more than 5 sigma, or far
-from the median) rejected, and the drift held at zero unless the events span enough time to measure
-it. Events that are only bounded (a flash that began while the shutter was closed) check the fit,
-and carry it alone when no precise event is available: the offset must lie in every such interval.
+from the median) rejected. The drift is fitted when precise events lie at both ends of the segment;
+otherwise the offset comes from the precise events at one end, and the drift from what the events far
+from them allow (bounded ones: a flash that began while the shutter was closed lies between two
+exposures; a lone precise one at the other end), under the prior of how far the driver's own clock
+fit may be off. With no precise event at all, the bounded ones carry the offset alone: it must lie in
+every such interval.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.stats import truncnorm
 
 from acquisition.sync.events import Event
 
 MIN_DRIFT_SPAN_S = 3.0  # events spanning less than this: offset only (drift stays the driver's)
-# a drift needs precise events at both ends of the take, and one more than the line needs (so that the
-# residuals can show a bad one)
+# a drift fitted from precise events needs one at each end of the segment and three in all (one more than
+# the line needs); a lone one at one end is checked against the bounded events (_bounds_allow)
 MIN_DRIFT_EVENTS_PER_HALF = 1
 MIN_DRIFT_EVENTS = 3
 BOUNDED_DRIFT_MIN_S = 1.0  # bounded events nearer than this to the precise ones say little of the drift
@@ -126,42 +130,41 @@ def fit_segment(matches: list[Match], start: float, stop: float, extra_sigma: fl
     hi = np.array([m.event.hi for m in matches])
     ref = float(np.mean(b))
     if precise.sum() >= 1:
-        keep = precise.copy()
-        offset, drift, cov = 0.0, 0.0, np.zeros((2, 2))
-        for _ in range(4):
-            offset, drift, cov = _wls(b[keep], r[keep], s[keep], ref, clock.drift)
-            res = r - b - offset - drift * (b - ref)
-            med = np.median(res[keep])
-            mad = 1.4826 * np.median(np.abs(res[keep] - med))
-            new = precise & (np.abs(res) <= np.maximum(5 * s, 5 * mad + 1e-6))
-            if new.sum() == 0 or np.array_equal(new, keep):
-                break
-            keep = new
+        keep, offset, drift, cov = _robust_wls(b, r, s, precise, ref, clock.drift)
+        lone = _lone_end(b, keep)
+        if cov[1, 1] > 0.0 and lone is not None and not _bounds_allow(
+                offset, drift, cov, b[~precise] - ref, (r - hi)[~precise], (r - lo)[~precise]):
+            # one precise event at one end sets the drift alone, and nothing in its half could show it wrong:
+            # bounded events that contradict it overrule it (a misread flash)
+            keep, offset, drift, cov = _robust_wls(b, r, s, keep & ~lone, ref, clock.drift)
+        drift_sd = 0.0  # a fitted drift's uncertainty is in cov
+        if cov[1, 1] == 0.0:
+            # without precise events at both ends the drift is the driver's own, known to about clock.unfitted,
+            # narrowed by what the events far from the precise ones allow: the bounded ones, and precise ones
+            # as intervals (so that they check each other). Bounds that contradict the precise ones are taken
+            # alone; bounds that contradict each other leave the prior. The offset holds at the precise
+            # events' weighted centre whatever the drift.
+            w = 1.0 / np.maximum(s[keep], 1e-7) ** 2
+            ref = float(np.average(b[keep], weights=w))
+            offset = float(np.average((r - b)[keep], weights=w))
+            low, high = np.where(precise, r - b - 5 * s, r - hi), np.where(precise, r - b + 5 * s, r - lo)
+            margin = 3.0 * float(np.sqrt(cov[0, 0]))
+            found = None
+            for use in (keep | ~precise, ~precise):
+                found = found or _drift_from_bounds(b[use] - ref, low[use], high[use], offset, margin, clock.unfitted)
+            drift, drift_sd = found or (0.0, clock.unfitted)
         res = r - b - offset - drift * (b - ref)
         rms = float(np.sqrt(np.mean(res[keep] ** 2)))
         # the residuals' own scatter scales the covariance (reduced chi-square) when it exceeds what the
         # events claim; it never makes the claimed uncertainties smaller (perfect simulated edges would
         # otherwise claim zero error)
-        n_par = 2 if drift != 0.0 else 1
+        n_par = 2 if cov[1, 1] > 0.0 else 1
         dof = int(keep.sum()) - n_par
         chi2 = float(np.sum((res[keep] / s[keep]) ** 2)) / max(dof, 1)
         scale2 = max(1.0, chi2)
         half = max(stop - ref, ref - start, 0.0)
-        # without precise events at both ends the drift is the driver's own, known to about clock.unfitted, or
-        # what the bounded events far from the precise ones leave of it: far from the events that is the error
-        # that grows
-        drift_sd = clock.unfitted
-        if cov[1, 1] == 0.0:
-            at = float(np.average(b[keep], weights=1.0 / np.maximum(s[keep], 1e-7) ** 2))
-            bounded = _drift_from_bounds(b[~precise] - at, r[~precise] - hi[~precise], r[~precise] - lo[~precise],
-                                         offset, 3.0 * float(np.sqrt(scale2 * cov[0, 0])))
-            if bounded is not None and bounded[1] < drift_sd:
-                drift, drift_sd = bounded
-                ref = at  # the offset holds where the precise events are
-                half = max(stop - ref, ref - start, 0.0)
-                res = r - b - offset - drift * (b - ref)
-        unfitted = (drift_sd * half) ** 2 if cov[1, 1] == 0.0 else 0.0
-        err = float(np.sqrt(scale2 * (cov[0, 0] + cov[1, 1] * half ** 2) + unfitted + extra_sigma ** 2))
+        # far from the events the drift's uncertainty is the error that grows
+        err = float(np.sqrt(scale2 * (cov[0, 0] + cov[1, 1] * half ** 2) + (drift_sd * half) ** 2 + extra_sigma ** 2))
         return SegmentModel(start, stop, offset, drift, ref, int(keep.sum()), int(precise.sum() - keep.sum()), rms,
                             err, "fit", res[keep], b[keep])
     # only bounded events: the offset lies in every interval [r - hi, r - lo]
@@ -177,12 +180,52 @@ def fit_segment(matches: list[Match], start: float, stop: float, extra_sigma: fl
                         "intervals", res, b)
 
 
-def _drift_from_bounds(x: np.ndarray, low: np.ndarray, high: np.ndarray, offset: float,
-                      margin: float) -> tuple[float, float] | None:
-    """The drift that bounded events at distances x (s) from the precise ones allow, as (middle, 1 sigma):
-    each says offset + drift * x lies in [low, high] (widened by the offset's own margin). Flashes that began
-    while the shutter was closed are many, each known to a frame period at a different phase, so together
-    they narrow the drift where precise events are missing (None: none far enough, or they contradict)."""
+def _robust_wls(b: np.ndarray, r: np.ndarray, s: np.ndarray, start: np.ndarray, ref: float,
+                drift_prior: float) -> tuple[np.ndarray, float, float, np.ndarray]:
+    """Weighted least squares over the events in `start`, rejecting those over 5 sigma (or 5 MADs) off:
+    (kept, offset, drift, covariance)."""
+    keep = start.copy()
+    offset, drift, cov = 0.0, 0.0, np.zeros((2, 2))
+    for _ in range(4):
+        offset, drift, cov = _wls(b[keep], r[keep], s[keep], ref, drift_prior)
+        res = r - b - offset - drift * (b - ref)
+        med = np.median(res[keep])
+        mad = 1.4826 * np.median(np.abs(res[keep] - med))
+        new = start & (np.abs(res) <= np.maximum(5 * s, 5 * mad + 1e-6))
+        if new.sum() == 0 or np.array_equal(new, keep):
+            break
+        keep = new
+    return keep, offset, drift, cov
+
+
+def _lone_end(b: np.ndarray, keep: np.ndarray) -> np.ndarray | None:
+    """The kept event alone in its half of their span (a mask), if one half holds only one."""
+    kb = b[keep]
+    if len(kb) < 2 or np.ptp(kb) < MIN_DRIFT_SPAN_S:
+        return None
+    mid = (kb.min() + kb.max()) / 2
+    for half in (keep & (b < mid), keep & (b >= mid)):
+        if half.sum() == 1:
+            return half
+    return None
+
+
+def _bounds_allow(offset: float, drift: float, cov: np.ndarray, x: np.ndarray, low: np.ndarray,
+                  high: np.ndarray) -> bool:
+    """Whether the model (offset + drift x, with its covariance) lies in every bounded event's interval, to
+    within 3 sigma of itself."""
+    margin = 3.0 * np.sqrt(cov[0, 0] + cov[1, 1] * x ** 2)
+    at = offset + drift * x
+    return bool(np.all((at >= low - margin) & (at <= high + margin)))
+
+
+def _drift_from_bounds(x: np.ndarray, low: np.ndarray, high: np.ndarray, offset: float, margin: float,
+                      prior_sd: float) -> tuple[float, float] | None:
+    """The drift (mean, 1 sigma) that events at distances x (s) from the precise ones allow, each saying that
+    offset + drift * x lies in [low, high] (widened by the offset's own margin), under a prior of N(0,
+    prior_sd). Flashes that began while the shutter was closed are many, each known to a frame period at a
+    different phase, so together they narrow the drift where precise events are missing. None without events
+    far enough, or with bounds that contradict each other."""
     far = np.abs(x) >= BOUNDED_DRIFT_MIN_S
     if not far.any():
         return None
@@ -191,7 +234,10 @@ def _drift_from_bounds(x: np.ndarray, low: np.ndarray, high: np.ndarray, offset:
     d_hi = float(np.min(np.where(x > 0, hi, lo) / x))
     if d_lo > d_hi:
         return None
-    return (d_lo + d_hi) / 2, (d_hi - d_lo) / np.sqrt(12)
+    mean, var = truncnorm.stats(d_lo / prior_sd, d_hi / prior_sd, loc=0.0, scale=prior_sd, moments="mv")
+    # bounds that barely agree leave a sliver: no narrower than the tightest bound shared among them
+    floor = float(np.min((hi - lo) / np.abs(x))) / len(x)
+    return float(mean), max(float(np.sqrt(var)), floor)
 
 
 def _wls(b: np.ndarray, r: np.ndarray, s: np.ndarray, ref: float,
