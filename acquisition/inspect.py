@@ -9,6 +9,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from acquisition.sync.timebase import counter_positions
 from acquisition.takefile import attr_text, find_take_file
 from drivers.camera.framestore import FrameFile
 from drivers.runtime.h5append import open_readable
@@ -30,6 +31,20 @@ def time_gaps(stamps: np.ndarray, nominal_srate: float) -> tuple[int, float]:
     return int(big.sum()), float(np.sum(dt[big] - period))
 
 
+def sample_gaps(g: h5py.Group, stamps: np.ndarray, nominal_srate: float) -> tuple[int, float]:
+    """Gaps in a stream: (count, seconds missing). A device that numbers its samples says itself where
+    samples are missing (its driver's clock fit may step its stamps by a fraction of a sample as it
+    settles, which is not a gap); other streams' gaps are in their stamps."""
+    labels = json.loads(attr_text(g.attrs.get("channel_labels", "[]")) or "[]")
+    if nominal_srate > 0 and "counter" in labels and len(stamps) > 1:
+        positions = counter_positions(g["time_series"][:, labels.index("counter")])
+        if positions is not None:
+            steps = np.diff(positions)
+            lost = steps > 1
+            return int(lost.sum()), float(np.sum(steps[lost] - 1) / nominal_srate)
+    return time_gaps(stamps, nominal_srate)
+
+
 def inspect_take(path: str | Path) -> dict[str, Any]:
     take_file = find_take_file(path)
     f, closed = open_take(take_file)
@@ -43,7 +58,7 @@ def inspect_take(path: str | Path) -> dict[str, Any]:
             n = len(ts)
             srate = float(g.attrs["nominal_srate"])
             duration = float(ts[-1] - ts[0]) if n > 1 else 0.0
-            gaps, missing_s = time_gaps(ts, srate)
+            gaps, missing_s = sample_gaps(g, ts, srate)
             streams[sid] = {
                 "type": attr_text(g.attrs["type"]), "samples": n, "channels": int(g.attrs["channel_count"]),
                 "nominal_srate": srate, "measured_srate": (n - 1) / duration if duration > 0 else 0.0,
