@@ -152,8 +152,9 @@ def _decode(ff: FrameFile, k: int, flag: int) -> np.ndarray | None:
     return cv2.imdecode(np.frombuffer(ff.frame(k), np.uint8), flag)
 
 
-def _diagnose_camera(cam: _Camera, spec: BoardSpec, samples: int = 8) -> str | None:
-    """Why a camera found no board: a look at a few of its frames with other board definitions."""
+def _diagnose_camera(cam: _Camera, spec: BoardSpec, samples: int = 24) -> str | None:
+    """Why a camera found no board: a look at frames across the take with other board definitions (enough of
+    them that some show the board: 8 missed it in one camera in CI, where the board faced the others)."""
     with FrameFile(cam.path) as ff:
         for k in np.linspace(0, len(ff) - 1, samples).astype(int) if len(ff) else []:
             img = _decode(ff, int(k), cv2.IMREAD_GRAYSCALE)
