@@ -142,11 +142,9 @@ def fit_segment(matches: list[Match], start: float, stop: float, extra_sigma: fl
             # without precise events at both ends the drift is the driver's own, known to about clock.unfitted,
             # narrowed by what the events far from the precise ones allow: the bounded ones, and precise ones
             # as intervals (so that they check each other). Bounds that contradict the precise ones are taken
-            # alone; bounds that contradict each other leave the prior. The offset holds at the precise
-            # events' weighted centre whatever the drift.
-            w = 1.0 / np.maximum(s[keep], 1e-7) ** 2
-            ref = float(np.average(b[keep], weights=w))
-            offset = float(np.average((r - b)[keep], weights=w))
+            # alone; bounds that contradict each other leave the prior. The offset-only fit's offset (their
+            # weighted mean) holds at the precise events' weighted centre whatever the drift.
+            ref = float(np.average(b[keep], weights=1.0 / np.maximum(s[keep], 1e-7) ** 2))
             low, high = np.where(precise, r - b - 5 * s, r - hi), np.where(precise, r - b + 5 * s, r - lo)
             margin = 3.0 * float(np.sqrt(cov[0, 0]))
             found = None
