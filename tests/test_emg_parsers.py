@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from drivers.emg import cyton, shimmer
@@ -188,6 +188,8 @@ def test_fuzzed_bytes_never_raise_or_invent_samples(proto, data, chunk_sizes):
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 59), st.binary(min_size=1, max_size=40)), max_size=8),
        st.sets(st.integers(0, 59), max_size=10))
+# found in CI: two packets read across the zeros line up by chance and started a false timeline
+@example(insertions=[(46, b"\x00\x00\x00\x00")], removed={0, 1, 2, 3, 44})
 def test_fuzzed_valid_stream_only_loses_what_was_damaged(insertions, removed):
     rows, model = shimmer_rows(60)
     chunks = []

@@ -198,11 +198,23 @@ class PacketParser:
             pair = self._rows(i, 2)
             raw = self._raw_counter(pair)
             if self._frame_ok(pair).all() and (raw[1] - raw[0]) % self.modulo == self.step:
-                self._skip(i)
                 first = int(raw[0])
-                if self.last_raw is not None:
-                    delta = (first - self.last_raw) % self.modulo
-                    if delta and delta % self.step == 0 and delta // self.step <= self.max_lost + 1:
+                delta = None if self.last_raw is None else (first - self.last_raw) % self.modulo
+                same = bool(delta) and delta % self.step == 0 and delta // self.step <= self.max_lost + 1
+                if delta is not None and not same:
+                    # a new timeline needs a third packet in step: two packets read across garbage can line up
+                    # by chance (their "counters" are sample bytes) and would start a false one
+                    if i + 3 * L > len(buf):
+                        self._skip(i)
+                        return False
+                    triple = self._rows(i, 3)
+                    third = self._raw_counter(triple)
+                    if not (self._frame_ok(triple).all() and (third[2] - third[1]) % self.modulo == self.step):
+                        i += 1
+                        continue
+                self._skip(i)
+                if delta is not None:
+                    if same:
                         return True  # the same timeline after some garbage: _take_synced counts the loss
                     self.stats.note(f"counter jumped by {delta}: new timeline")
                     self.timeline_breaks += 1
